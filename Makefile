@@ -1,0 +1,47 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Both create .venv, install the package with its dev extras and make sure a
+# redis-server binary exists (apt-get when missing and root).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint typecheck pytest demo bench redis-server clean format
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server with apt-get"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || exit 1; \
+	  else \
+	    echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server' or 'brew install redis')"; exit 1; \
+	  fi; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check aioqueue tests examples benchmarks
+	$(BIN)/ruff format --check aioqueue tests examples benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) redis-server
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+format: $(STAMP)
+	$(BIN)/ruff format aioqueue tests examples benchmarks
+	$(BIN)/ruff check --fix aioqueue tests examples benchmarks
+
+demo: $(STAMP) redis-server
+	$(BIN)/python examples/demo.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

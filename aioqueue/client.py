@@ -1,0 +1,184 @@
+"""The producer side: ``Queue`` enqueues jobs and hands back ``Job[R]`` handles.
+
+    async with Queue("redis://localhost") as queue:
+        job = await queue.enqueue(send_email, "a@b.c")
+        print(await job)
+
+An enqueue is one Function call (one round trip); ``enqueue_many`` sends any
+number of jobs in one round trip too. Arguments are encoded before anything is
+sent, so an argument that cannot be encoded fails the call and writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterable
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+import anyio
+from redis.asyncio import Redis
+
+from aioqueue.connection import DEFAULT_URL, connect, mapped_errors
+from aioqueue.errors import RedisUnavailable
+from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
+from aioqueue.keys import check_queue_name
+from aioqueue.results import Job, ResultWaiter
+from aioqueue.scripts import Scripts
+from aioqueue.serializers import Serializer, get_serializer
+from aioqueue.task import DEFAULT_QUEUE, DEFAULT_RESULT_TTL, Call, Task, task_ref
+
+__all__ = ["Queue"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def new_job_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Queue:
+    """A connection to one Redis for enqueueing jobs and awaiting their results.
+
+    name: the queue jobs go to unless their task or options say otherwise.
+    timeout: how long an enqueue may take before it raises ``RedisUnavailable``.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        name: str = DEFAULT_QUEUE,
+        serializer: str | Serializer = "msgpack",
+        timeout: float = 5.0,
+        result_ttl: float = DEFAULT_RESULT_TTL,
+    ) -> None:
+        self.url = url
+        self.name = check_queue_name(name)
+        self.serializer = get_serializer(serializer)
+        self.timeout = timeout
+        self.result_ttl = result_ttl
+        self.redis: Redis = connect(url, connect_timeout=timeout, command_timeout=timeout)
+        self._listen_redis: Redis = connect(url, connect_timeout=timeout, command_timeout=None)
+        self.scripts = Scripts(self.redis)
+        self._waiter: ResultWaiter | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Queue:
+        stack = contextlib.AsyncExitStack()
+        try:
+            with mapped_errors(self.url), anyio.fail_after(self.timeout):
+                await self.scripts.load()
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self._close_connections)
+            stack.callback(tg.cancel_scope.cancel)
+            waiter = ResultWaiter(self, self._listen_redis)
+            with mapped_errors(self.url), anyio.fail_after(self.timeout):
+                await tg.start(waiter.run)
+        except TimeoutError:
+            await stack.aclose()
+            raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._waiter = waiter
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stack is not None:
+            stack, self._stack, self._waiter = self._stack, None, None
+            await stack.aclose()
+
+    async def _close_connections(self) -> None:
+        await self.redis.aclose()
+        await self._listen_redis.aclose()
+
+    @property
+    def waiter(self) -> ResultWaiter:
+        if self._waiter is None:
+            raise RuntimeError("use the queue as `async with Queue(...) as queue:`")
+        return self._waiter
+
+    def _encode(
+        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, tuple[str, bytes, int, int]]:
+        opts = task.defaults
+        queue = opts.queue or self.name
+        data = self.serializer.dumps([list(args), kwargs])
+        envelope = Envelope(
+            ENVELOPE_VERSION, task.name, data, opts.timeout, opts.max_attempts, opts.result_ttl
+        )
+        delay = opts.delay.total_seconds() if isinstance(opts.delay, timedelta) else opts.delay
+        delay_ms = int(delay * 1000) if delay else 0
+        at_ms = int(opts.at.timestamp() * 1000) if opts.at is not None else 0
+        return queue, (opts.job_id or new_job_id(), encode_envelope(envelope), delay_ms, at_ms)
+
+    @overload
+    async def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+    @overload
+    async def enqueue(self, task: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+    async def enqueue(self, task: Task[Any, Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
+        """Adds one job; returns its handle (the existing job's, if the id is taken)."""
+        if isinstance(task, str):
+            task = task_ref(task)
+        queue, wire = self._encode(task, args, kwargs)
+        with mapped_errors(self.url):
+            try:
+                with anyio.fail_after(self.timeout):
+                    (status,) = await self.scripts.enqueue(queue, [wire])
+            except TimeoutError:
+                raise RedisUnavailable(f"enqueue did not finish within {self.timeout}s") from None
+        return Job(self, queue, wire[0], created=status == "new")
+
+    async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:
+        """Adds many jobs in one round trip; handles come back in the same order."""
+        by_queue: dict[str, list[tuple[str, bytes, int, int]]] = {}
+        order: list[tuple[str, int]] = []
+        for call in calls:
+            queue, wire = self._encode(call.task, call.args, call.kwargs)
+            batch = by_queue.setdefault(queue, [])
+            order.append((queue, len(batch)))
+            batch.append(wire)
+        if not order:
+            return []
+        with mapped_errors(self.url):
+            try:
+                with anyio.fail_after(self.timeout):
+                    if len(by_queue) == 1:
+                        ((queue, batch),) = by_queue.items()
+                        statuses = {queue: await self.scripts.enqueue(queue, batch)}
+                    else:
+                        statuses = await self._enqueue_queues(by_queue)
+            except TimeoutError:
+                raise RedisUnavailable(f"enqueue did not finish within {self.timeout}s") from None
+        return [
+            Job(self, queue, by_queue[queue][i][0], created=statuses[queue][i] == "new")
+            for queue, i in order
+        ]
+
+    async def _enqueue_queues(
+        self, by_queue: dict[str, list[tuple[str, bytes, int, int]]]
+    ) -> dict[str, list[str]]:
+        # Each queue lives in its own slot: one call per queue, sent together.
+        results: dict[str, list[str]] = {}
+
+        async def one(queue: str, batch: list[tuple[str, bytes, int, int]]) -> None:
+            results[queue] = await self.scripts.enqueue(queue, batch)
+
+        async with anyio.create_task_group() as tg:
+            for queue, batch in by_queue.items():
+                tg.start_soon(one, queue, batch)
+        return results
+
+    def job(self, job_id: str, queue: str | None = None) -> Job[Any]:
+        """A handle on an existing job by id (for example one a web request enqueued)."""
+        return Job(self, check_queue_name(queue or self.name), job_id)

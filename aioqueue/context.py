@@ -1,0 +1,36 @@
+"""The per-job context a running task can read: ``current_job()``."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from aioqueue.errors import AioqueueError
+
+__all__ = ["JobContext", "current_job"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """Who and where a job is: its id, attempt, queue, task, worker and the
+    worker's shared ``state`` (what startup hooks put there, e.g. an HTTP client)."""
+
+    job_id: str
+    queue: str
+    task: str
+    attempt: int
+    max_attempts: int
+    worker_id: str
+    state: dict[str, Any]
+
+
+_current: ContextVar[JobContext] = ContextVar("aioqueue_job")
+
+
+def current_job() -> JobContext:
+    """The context of the job running in this task (or its thread)."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise AioqueueError("current_job() called outside a running job") from None

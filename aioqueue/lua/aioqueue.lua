@@ -1,0 +1,406 @@
+#!lua name=aioqueue___VERSION__
+--[[
+Every state change of a job, one function each, so that each change is atomic.
+
+Keys of one queue share the hash tag `{queue}`; KEYS[1] is always the queue's
+key prefix (`aq:{name}:`) and the function derives the rest of the queue's keys
+from it, so every key touched lives in the same cluster slot.
+
+A job is a hash at `<prefix>j:<id>`:
+  d  payload written by the producer (opaque bytes)
+  s  status: queued | scheduled | active | complete | failed | aborted
+  a  attempts started so far, l  of those, lost with a dead worker
+  k  token of the current delivery (set by claim, checked by every change)
+  w  worker holding the current delivery
+  q / st / et / due  enqueued, started, ended, due times (ms, Redis clock)
+  r  result bytes, e  error bytes, ab  abort requested, wt  waiting clients
+
+Time is always Redis server time (TIME), never the caller's clock.
+]]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Moves a key that holds the wrong type aside (raw value kept) instead of
+-- letting every call on the queue fail; returns true when it did.
+local function set_aside(prefix, key, reason)
+  local dest = prefix .. 'garbage:' .. string.sub(key, #prefix + 1) .. ':' .. now_ms()
+  redis.call('RENAME', key, dest)
+  redis.call('ZADD', prefix .. 'garbage', now_ms(), dest)
+  redis.call('HINCRBY', prefix .. 'stats', 'quarantined', 1)
+  redis.log(redis.LOG_WARNING, 'aioqueue: moved ' .. key .. ' to ' .. dest .. ': ' .. reason)
+end
+
+local EXPECTED = {ready = 'list', sched = 'zset', active = 'zset', wake = 'list', stats = 'hash'}
+
+-- Checked before any write, because a script that fails half way keeps its
+-- earlier writes: an id popped and then an error would be a lost job.
+local function guard(prefix)
+  for name, want in pairs(EXPECTED) do
+    local key = prefix .. name
+    local kind = redis.call('TYPE', key)['ok']
+    if kind ~= 'none' and kind ~= want then set_aside(prefix, key, 'expected a ' .. want) end
+  end
+end
+
+-- Reads job fields; a job key of the wrong type is set aside and reads as missing.
+local function job_fields(prefix, jkey, ...)
+  local got = redis.pcall('HMGET', jkey, ...)
+  if got['err'] then
+    set_aside(prefix, jkey, got['err'])
+    return {}
+  end
+  return got
+end
+
+-- One element in the wake list means "there may be work": idle workers block on it.
+local function signal(prefix)
+  local wake = prefix .. 'wake'
+  if redis.call('LLEN', wake) == 0 then
+    redis.call('RPUSH', wake, '1')
+  end
+end
+
+local function notify(prefix, id, jkey, status, blob)
+  local waiters = redis.call('HGET', jkey, 'wt')
+  if waiters then
+    local queue = string.sub(prefix, 5, -3) -- 'aq:{' .. name .. '}:'
+    local msg = queue .. '\0' .. id .. '\0' .. status .. '\0' .. (blob or '')
+    for cid in string.gmatch(waiters, '%S+') do
+      redis.call('PUBLISH', 'aq:client:' .. cid, msg)
+    end
+    redis.call('HDEL', jkey, 'wt')
+  end
+end
+
+local function schedule(prefix, id, jkey, due)
+  local sched = prefix .. 'sched'
+  local first = redis.call('ZRANGE', sched, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', sched, due, id)
+  redis.call('HSET', jkey, 's', 'scheduled', 'due', due)
+  -- An earlier due time than any known wakes an idle worker to shorten its wait.
+  if first[2] == nil or due < tonumber(first[2]) then
+    signal(prefix)
+  end
+end
+
+-- Move due scheduled jobs and expired leases to the front of the ready list,
+-- a bounded number per call so that a huge backlog never blocks Redis.
+local function promote_and_reap(prefix, now, limit)
+  local ready = prefix .. 'ready'
+  local moved = 0
+  local due = redis.call('ZRANGE', prefix .. 'sched', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', prefix .. 'sched', id)
+    local jkey = prefix .. 'j:' .. id
+    if job_fields(prefix, jkey, 's')[1] == 'scheduled' then
+      redis.call('HSET', jkey, 's', 'queued')
+      redis.call('RPUSH', ready, id)
+      moved = moved + 1
+    end
+  end
+  local expired = redis.call('ZRANGE', prefix .. 'active', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  for _, id in ipairs(expired) do
+    redis.call('ZREM', prefix .. 'active', id)
+    local jkey = prefix .. 'j:' .. id
+    if job_fields(prefix, jkey, 's')[1] == 'active' then
+      redis.call('HSET', jkey, 's', 'queued')
+      redis.call('HDEL', jkey, 'k', 'w')
+      redis.call('HINCRBY', jkey, 'l', 1)
+      redis.call('RPUSH', ready, id)
+      redis.call('HINCRBY', prefix .. 'stats', 'reaped', 1)
+      moved = moved + 1
+    end
+  end
+  return moved
+end
+
+-- Milliseconds until the next scheduled job or lease deadline, -1 when none.
+local function next_event(prefix, now)
+  local best = -1
+  for _, name in ipairs({'sched', 'active'}) do
+    local first = redis.call('ZRANGE', prefix .. name, 0, 0, 'WITHSCORES')
+    if first[2] ~= nil then
+      local wait = math.max(0, tonumber(first[2]) - now)
+      if best < 0 or wait < best then best = wait end
+    end
+  end
+  return best
+end
+
+--[[ enqueue(prefix; now_hint, [id, payload, delay_ms, at_ms] ...)
+Returns per job: 'new' or the status of the job that already has this id. ]]
+local function enqueue(keys, args)
+  local prefix = keys[1]
+  guard(prefix)
+  local now = now_ms()
+  local out = {}
+  local pushed = false
+  for i = 1, #args, 4 do
+    local id, payload = args[i], args[i + 1]
+    local delay, at = tonumber(args[i + 2]), tonumber(args[i + 3])
+    local jkey = prefix .. 'j:' .. id
+    local existing = job_fields(prefix, jkey, 's')[1]
+    if existing then
+      out[#out + 1] = existing
+    else
+      redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now)
+      local due = 0
+      if at > 0 then due = at elseif delay > 0 then due = now + delay end
+      if due > now then
+        schedule(prefix, id, jkey, due)
+      else
+        redis.call('HSET', jkey, 's', 'queued')
+        redis.call('LPUSH', prefix .. 'ready', id)
+        pushed = true
+      end
+      out[#out + 1] = 'new'
+    end
+  end
+  if pushed then signal(prefix) end
+  return out
+end
+
+--[[ claim(prefix; n, worker, lease_ms, promote_limit)
+Returns {wait_ms, id1, token1, attempt1, lost1, payload1, ...}; lost counts
+deliveries of the job whose worker died. wait_ms is how long an
+idle worker may block before something (a due job, an expired lease) needs it. ]]
+local function claim(keys, args)
+  local prefix = keys[1]
+  local n, worker, lease = tonumber(args[1]), args[2], tonumber(args[3])
+  guard(prefix)
+  local now = now_ms()
+  promote_and_reap(prefix, now, tonumber(args[4]))
+  local ready = prefix .. 'ready'
+  local out = {0}
+  local ids = redis.call('RPOP', ready, n)
+  if ids then
+    local seq = redis.call('INCR', prefix .. 'seq')
+    for i, id in ipairs(ids) do
+      local jkey = prefix .. 'j:' .. id
+      local status = job_fields(prefix, jkey, 's')[1]
+      if status == 'queued' then
+        local attempt = redis.call('HINCRBY', jkey, 'a', 1)
+        local token = seq .. '.' .. i
+        redis.call('HSET', jkey, 's', 'active', 'k', token, 'w', worker, 'st', now)
+        redis.call('ZADD', prefix .. 'active', now + lease, id)
+        out[#out + 1] = id
+        out[#out + 1] = token
+        local fields = redis.call('HMGET', jkey, 'l', 'd')
+        out[#out + 1] = attempt
+        out[#out + 1] = tonumber(fields[1] or 0)
+        out[#out + 1] = fields[2]
+      elseif not status then
+        -- an id without its job (deleted by hand, or garbage): note it and drop it
+        redis.call('HINCRBY', prefix .. 'stats', 'orphans', 1)
+      end
+      -- other statuses (aborted while queued) are dropped lazily here
+    end
+  end
+  if redis.call('LLEN', ready) > 0 then
+    signal(prefix)
+  else
+    redis.call('DEL', prefix .. 'wake')
+  end
+  out[1] = next_event(prefix, now)
+  return out
+end
+
+--[[ finish(prefix; [id, token, outcome, blob, ttl_ms, delay_ms] ...)
+outcome: complete | failed | retry | release | aborted.
+Returns per item 1, or 0 when the token no longer owns the job (stale). ]]
+local function finish(keys, args)
+  local prefix = keys[1]
+  local now = now_ms()
+  local out = {}
+  local stats = prefix .. 'stats'
+  for i = 1, #args, 6 do
+    local id, token, outcome, blob = args[i], args[i + 1], args[i + 2], args[i + 3]
+    local ttl, delay = tonumber(args[i + 4]), tonumber(args[i + 5])
+    local jkey = prefix .. 'j:' .. id
+    local held = job_fields(prefix, jkey, 's', 'k')
+    if held[1] ~= 'active' or held[2] ~= token then
+      redis.call('HINCRBY', stats, 'stale', 1)
+      out[#out + 1] = 0
+    else
+      redis.call('ZREM', prefix .. 'active', id)
+      redis.call('HDEL', jkey, 'k', 'ab')
+      if outcome == 'release' then
+        redis.call('HINCRBY', jkey, 'a', -1)
+        redis.call('HSET', jkey, 's', 'queued')
+        redis.call('RPUSH', prefix .. 'ready', id)
+        signal(prefix)
+      elseif outcome == 'retry' then
+        redis.call('HSET', jkey, 'e', blob)
+        redis.call('HINCRBY', stats, 'retried', 1)
+        if delay > 0 then
+          schedule(prefix, id, jkey, now + delay)
+        else
+          redis.call('HSET', jkey, 's', 'queued')
+          redis.call('LPUSH', prefix .. 'ready', id)
+          signal(prefix)
+        end
+      else
+        local field = 'r'
+        if outcome ~= 'complete' then field = 'e' end
+        redis.call('HSET', jkey, 's', outcome, field, blob, 'et', now)
+        redis.call('HINCRBY', stats, outcome, 1)
+        notify(prefix, id, jkey, outcome, blob)
+        if outcome == 'failed' then
+          redis.call('ZADD', prefix .. 'dead', now, id)
+        elseif ttl == 0 then
+          redis.call('DEL', jkey)
+        elseif ttl > 0 then
+          redis.call('PEXPIRE', jkey, ttl)
+        end
+      end
+      out[#out + 1] = 1
+    end
+  end
+  return out
+end
+
+--[[ heartbeat(prefix; worker, lease_ms, info, registry_ttl_ms, [id, token] ...)
+Extends the leases the worker still holds; returns {id, reason, ...} for the
+jobs it must stop: reason 'abort' (requested) or 'lost' (no longer its own). ]]
+local function heartbeat(keys, args)
+  local prefix = keys[1]
+  local worker, lease, info, ttl = args[1], tonumber(args[2]), args[3], tonumber(args[4])
+  local now = now_ms()
+  local workers = prefix .. 'workers'
+  redis.call('ZADD', workers, now, worker)
+  redis.call('HSET', prefix .. 'winfo', worker, info)
+  local gone = redis.call('ZRANGE', workers, '-inf', now - ttl, 'BYSCORE', 'LIMIT', 0, 100)
+  for _, w in ipairs(gone) do
+    redis.call('ZREM', workers, w)
+    redis.call('HDEL', prefix .. 'winfo', w)
+  end
+  local stop = {}
+  for i = 5, #args, 2 do
+    local id, token = args[i], args[i + 1]
+    local jkey = prefix .. 'j:' .. id
+    local held = job_fields(prefix, jkey, 's', 'k', 'ab')
+    if held[1] ~= 'active' or held[2] ~= token then
+      stop[#stop + 1] = id
+      stop[#stop + 1] = 'lost'
+    elseif held[3] then
+      stop[#stop + 1] = id
+      stop[#stop + 1] = 'abort'
+    else
+      redis.call('ZADD', prefix .. 'active', 'XX', now + lease, id)
+    end
+  end
+  promote_and_reap(prefix, now, 100)
+  return stop
+end
+
+--[[ deregister(prefix; worker) ]]
+local function deregister(keys, args)
+  redis.call('ZREM', keys[1] .. 'workers', args[1])
+  redis.call('HDEL', keys[1] .. 'winfo', args[1])
+  return 1
+end
+
+--[[ abort(prefix; id, ttl_ms)
+Returns the status before the abort: a queued or scheduled job is aborted at
+once, an active one is flagged and its workers told on the abort channel. ]]
+local function abort(keys, args)
+  local prefix, id, ttl = keys[1], args[1], tonumber(args[2])
+  local jkey = prefix .. 'j:' .. id
+  local status = job_fields(prefix, jkey, 's')[1]
+  if status == 'queued' or status == 'scheduled' then
+    redis.call('ZREM', prefix .. 'sched', id)
+    redis.call('HSET', jkey, 's', 'aborted', 'et', now_ms())
+    redis.call('HINCRBY', prefix .. 'stats', 'aborted', 1)
+    notify(prefix, id, jkey, 'aborted', '')
+    if ttl > 0 then redis.call('PEXPIRE', jkey, ttl) end
+  elseif status == 'active' then
+    redis.call('HSET', jkey, 'ab', 1)
+    redis.call('PUBLISH', prefix .. 'abort', id)
+  end
+  return status
+end
+
+--[[ watch(prefix; id, client)
+Registers the client as waiting for the job unless it has already ended.
+Returns {status, blob}; status 'missing' when no such job is stored. ]]
+local function watch(keys, args)
+  local prefix, id, client = keys[1], args[1], args[2]
+  local jkey = prefix .. 'j:' .. id
+  local held = job_fields(prefix, jkey, 's', 'r', 'e', 'wt')
+  local status = held[1]
+  if not status then return {'missing', ''} end
+  if status == 'complete' then return {status, held[2] or ''} end
+  if status == 'failed' or status == 'aborted' then return {status, held[3] or ''} end
+  local waiters = held[4] or ''
+  if not string.find(' ' .. waiters .. ' ', ' ' .. client .. ' ', 1, true) then
+    redis.call('HSET', jkey, 'wt', waiters .. ' ' .. client)
+  end
+  return {status, ''}
+end
+
+--[[ quarantine(prefix; id, token, reason)
+Moves a job whose payload cannot be read aside, its raw fields kept under
+`garbage:j:<id>:<ms>`, so that it neither blocks the queue nor is lost. ]]
+local function quarantine(keys, args)
+  local prefix, id, token, reason = keys[1], args[1], args[2], args[3]
+  local jkey = prefix .. 'j:' .. id
+  if token ~= '' and job_fields(prefix, jkey, 'k')[1] ~= token then return 0 end
+  redis.call('ZREM', prefix .. 'active', id)
+  if redis.call('EXISTS', jkey) == 1 then
+    redis.call('HSET', jkey, 'reason', reason)
+    set_aside(prefix, jkey, reason)
+  end
+  return 1
+end
+
+--[[ requeue(prefix; id ...) puts dead-lettered jobs back in the ready list. ]]
+local function requeue(keys, args)
+  local prefix = keys[1]
+  local n = 0
+  for _, id in ipairs(args) do
+    local jkey = prefix .. 'j:' .. id
+    if redis.call('ZREM', prefix .. 'dead', id) == 1 and redis.call('EXISTS', jkey) == 1 then
+      redis.call('HSET', jkey, 's', 'queued', 'a', 0)
+      redis.call('HDEL', jkey, 'e', 'et')
+      redis.call('LPUSH', prefix .. 'ready', id)
+      n = n + 1
+    end
+  end
+  if n > 0 then signal(prefix) end
+  return n
+end
+
+--[[ purge(prefix; id ...) deletes dead-lettered jobs. ]]
+local function purge(keys, args)
+  local prefix = keys[1]
+  local n = 0
+  for _, id in ipairs(args) do
+    if redis.call('ZREM', prefix .. 'dead', id) == 1 then
+      redis.call('DEL', prefix .. 'j:' .. id)
+      n = n + 1
+    end
+  end
+  return n
+end
+
+local function register(name, fn, flags)
+  redis.register_function{
+    function_name = 'aq___VERSION___' .. name,
+    callback = fn,
+    flags = flags or {},
+  }
+end
+
+register('enqueue', enqueue)
+register('claim', claim)
+register('finish', finish)
+register('heartbeat', heartbeat)
+register('deregister', deregister)
+register('abort', abort)
+register('watch', watch)
+register('quarantine', quarantine)
+register('requeue', requeue)
+register('purge', purge)

@@ -1,0 +1,211 @@
+"""Tasks: a function plus the options its jobs run with.
+
+``@task`` turns ``async def f(x: int) -> str`` into ``Task[[int], str]`` so that
+``queue.enqueue(f, 1)`` type-checks its arguments and returns ``Job[str]``.
+Per-call options (job id, delay, ...) go through ``f.options(...)`` and never
+mix with the function's own keyword arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from aioqueue.errors import ConfigurationError
+from aioqueue.keys import check_job_id, check_queue_name
+
+__all__ = ["Call", "JobOptions", "Task", "task", "task_ref"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+DEFAULT_RESULT_TTL = 3600.0
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Options of one job. ``None`` means: the task's (or the worker's) default.
+
+    result_ttl: seconds a result is kept; 0 = not stored (only waiters see it);
+    a negative value keeps it until deleted.
+    """
+
+    queue: str | None = None
+    job_id: str | None = None
+    delay: float | timedelta | None = None
+    at: datetime | None = None
+    timeout: float | None = None
+    max_attempts: int | None = None
+    result_ttl: float | None = None
+
+    def merged(self, override: JobOptions) -> JobOptions:
+        return JobOptions(
+            **{
+                name: getattr(override, name)
+                if getattr(override, name) is not None
+                else getattr(self, name)
+                for name in self.__slots__
+            }
+        )
+
+    def validate(self) -> JobOptions:
+        if self.queue is not None:
+            check_queue_name(self.queue)
+        if self.job_id is not None:
+            check_job_id(self.job_id)
+        if self.delay is not None and self.at is not None:
+            raise ConfigurationError("give delay or at, not both")
+        if self.at is not None and self.at.tzinfo is None:
+            raise ConfigurationError("at must be a timezone-aware datetime")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigurationError("timeout must be positive")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+        return self
+
+
+class Task(Generic[P, R]):
+    """A named function with the options its jobs run with.
+
+    ``fn`` is None for a reference by name (see ``task_ref``): such a task can be
+    enqueued by a producer that does not import the worker's code, not run.
+    """
+
+    __slots__ = ("backoff", "backoff_max", "defaults", "fn", "is_async", "max_lost", "name")
+
+    def __init__(
+        self,
+        fn: Callable[P, Awaitable[R]] | Callable[P, R] | None,
+        name: str,
+        defaults: JobOptions = JobOptions(),
+        *,
+        backoff: float = 1.0,
+        backoff_max: float = 300.0,
+        max_lost: int = 3,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.defaults = defaults.validate()
+        self.is_async = fn is not None and inspect.iscoroutinefunction(fn)
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.max_lost = max_lost
+
+    def options(
+        self,
+        *,
+        queue: str | None = None,
+        job_id: str | None = None,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        result_ttl: float | None = None,
+    ) -> Task[P, R]:
+        """A copy of this task whose jobs use these options."""
+        given = JobOptions(queue, job_id, delay, at, timeout, max_attempts, result_ttl)
+        clone: Task[P, R] = Task.__new__(Task)
+        for slot in Task.__slots__:
+            setattr(clone, slot, getattr(self, slot))
+        clone.defaults = self.defaults.merged(given).validate()
+        return clone
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
+        """A prepared job for ``Queue.enqueue_many``."""
+        return Call(self, args, kwargs)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R] | R:
+        """Runs the function here, in this process: handy in tests."""
+        if self.fn is None:
+            raise ConfigurationError(
+                f"task {self.name!r} is a reference by name; it cannot run here"
+            )
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[R]):
+    """One job ready to enqueue: a task and its arguments."""
+
+    task: Task[Any, R]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def with_options(self, **options: Any) -> Call[R]:
+        return replace(self, task=self.task.options(**options))
+
+
+def task_ref(name: str, **options: Any) -> Task[..., Any]:
+    """A task known only by name, for producers that do not import worker code."""
+    return Task(None, name, JobOptions(**options))
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+class _TaskDecorator:
+    def __init__(self, name: str | None, defaults: JobOptions, extra: dict[str, Any]) -> None:
+        self._name = name
+        self._defaults = defaults
+        self._extra = extra
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[P, Any]) -> Task[P, Any]:
+        return Task(fn, self._name or _name_of(fn), self._defaults, **self._extra)
+
+
+@overload
+def task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def task(
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    timeout: float | None = None,
+    max_attempts: int | None = None,
+    result_ttl: float | None = None,
+    backoff: float = 1.0,
+    backoff_max: float = 300.0,
+    max_lost: int = 3,
+) -> _TaskDecorator: ...
+def task(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    timeout: float | None = None,
+    max_attempts: int | None = None,
+    result_ttl: float | None = None,
+    backoff: float = 1.0,
+    backoff_max: float = 300.0,
+    max_lost: int = 3,
+) -> Task[Any, Any] | _TaskDecorator:
+    """Declare a task: ``@task`` or ``@task(max_attempts=5, timeout=30)``.
+
+    backoff: base seconds of the exponential retry delay (full jitter), capped at
+    backoff_max. max_lost: deliveries lost to a dead worker before the job is
+    dead-lettered (a job that kills its worker every time must not loop forever).
+    """
+    defaults = JobOptions(
+        queue=queue, timeout=timeout, max_attempts=max_attempts, result_ttl=result_ttl
+    )
+    extra = {"backoff": backoff, "backoff_max": backoff_max, "max_lost": max_lost}
+    decorator = _TaskDecorator(name, defaults, extra)
+    if fn is not None:
+        return decorator(fn)
+    return decorator

@@ -1,0 +1,490 @@
+"""The worker: one event loop running many jobs at once.
+
+    fetch ──(bounded stream)──> dispatch ──> one task per job ──> outcomes ──> flush
+      │  claims only as many jobs as the capacity limiter has free slots
+      └─ blocks on the queues' wake lists when idle (BLPOP), never polls
+
+    heartbeat: extends the leases of running jobs, registers the worker, reaps
+    leases of dead workers. aborts: a pub/sub listener cancels aborted jobs.
+
+Stopping (``stop()``, or SIGTERM/SIGINT when ``handle_signals``): fetching stops,
+jobs claimed but not started go back at once, running jobs get ``grace`` seconds,
+then are cancelled and handed back; outcomes are flushed; the worker deregisters.
+A second stop request skips what is left of the grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from redis.asyncio import Redis
+
+from aioqueue.connection import DEFAULT_URL, UNAVAILABLE, connect, redact
+from aioqueue.errors import ConfigurationError
+from aioqueue.executor import RELEASE, Defaults, Executor, Outcome, Running
+from aioqueue.keys import QueueKeys, check_queue_name
+from aioqueue.scripts import Claimed, Scripts
+from aioqueue.serializers import Serializer, get_serializer
+from aioqueue.task import DEFAULT_QUEUE, Task, task
+
+__all__ = ["Worker"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Hook = Callable[[dict[str, Any]], Awaitable[None]]
+
+log = structlog.get_logger("aioqueue.worker")
+
+IDLE_WAIT = 5.0  # longest a worker blocks without a look at its queues
+REGISTRY_TTL = 60.0
+
+
+class Worker:
+    """Runs the jobs of ``queues`` (in priority order) with ``tasks``.
+
+    concurrency: most jobs running at once. lease: seconds a delivery is held
+    without a heartbeat before another worker may take it. grace: seconds
+    running jobs get to finish when the worker stops.
+    """
+
+    def __init__(
+        self,
+        tasks: Iterable[Task[Any, Any]] = (),
+        *,
+        redis_url: str = DEFAULT_URL,
+        queues: Iterable[str] = (DEFAULT_QUEUE,),
+        concurrency: int = 100,
+        lease: float = 30.0,
+        heartbeat: float | None = None,
+        grace: float = 30.0,
+        serializer: str | Serializer = "msgpack",
+        job_timeout: float = 300.0,
+        max_attempts: int = 3,
+        result_ttl: float = 3600.0,
+        sync_threads: int = 40,
+        on_startup: Iterable[Hook] = (),
+        on_shutdown: Iterable[Hook] = (),
+        max_jobs: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+        if lease <= 0 or grace < 0:
+            raise ConfigurationError("lease must be positive and grace not negative")
+        self.redis_url = redis_url
+        self.set_queues(queues)
+        self.concurrency = concurrency
+        self.lease = lease
+        self.heartbeat_interval = heartbeat if heartbeat is not None else lease / 3
+        self.grace = grace
+        self.serializer = get_serializer(serializer)
+        self.defaults = Defaults(job_timeout, max_attempts, result_ttl)
+        self.sync_threads = sync_threads
+        self.on_startup = list(on_startup)
+        self.on_shutdown = list(on_shutdown)
+        self.max_jobs = max_jobs
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        for t in tasks:
+            self.register(t)
+        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.state: dict[str, Any] = {}
+        self.jobs_done = 0
+        self._running: dict[tuple[str, str], Running] = {}
+        self._outcomes: list[tuple[Running, Outcome]] = []
+        self._outcomes_ready = anyio.Event()
+        self._stop = anyio.Event()
+        self._hurry = anyio.Event()
+        self._stopping = False
+        self._all_done = anyio.Event()
+        self._fetch_scope = anyio.CancelScope()
+        self._fetch_done = anyio.Event()
+        self._flush_lock = anyio.Lock()
+
+    def set_queues(self, queues: Iterable[str]) -> None:
+        self.queues = [check_queue_name(q) for q in queues]
+        if not self.queues:
+            raise ConfigurationError("a worker needs at least one queue")
+        self._keys = {q: QueueKeys(q) for q in self.queues}
+
+    # -- tasks ---------------------------------------------------------------------
+
+    def register(self, t: Task[Any, Any]) -> Task[Any, Any]:
+        if t.fn is None:
+            raise ConfigurationError(
+                f"task {t.name!r} is a reference by name; a worker needs the function"
+            )
+        if t.name in self.tasks and self.tasks[t.name].fn is not t.fn:
+            raise ConfigurationError(f"two different tasks are named {t.name!r}")
+        self.tasks[t.name] = t
+        return t
+
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]:
+        """Decorator: ``@worker.task`` declares a task and registers it here."""
+        t: Task[P, R] = task(fn)
+        self.register(t)
+        return t
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Asks the worker to drain and exit; a second call skips the grace period."""
+        if self._stop.is_set():
+            self._hurry.set()
+        self._stop.set()
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = False,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Runs until ``stop()``; ``task_status.started()`` once it is fetching jobs."""
+        if handle_signals:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_signals, tg.cancel_scope)
+                await self._run(task_status)
+                tg.cancel_scope.cancel()
+        else:
+            await self._run(task_status)
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) as signals:
+            async for signum in signals:
+                log.info("worker.signal", signal=signal.Signals(signum).name, worker=self.id)
+                if signum == signal.SIGQUIT:
+                    self._stop.set()
+                    self._hurry.set()
+                else:
+                    self.stop()
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            self._redis = connect(self.redis_url)
+            stack.push_async_callback(self._redis.aclose)
+            # blocking and pub/sub reads get their own connections without a read timeout
+            self._block_redis = connect(self.redis_url, command_timeout=IDLE_WAIT + 10)
+            stack.push_async_callback(self._block_redis.aclose)
+            self._sub_redis = connect(self.redis_url, command_timeout=None)
+            stack.push_async_callback(self._sub_redis.aclose)
+            self.scripts = Scripts(self._redis)
+            await self._connect()
+            for hook in self.on_startup:
+                await hook(self.state)
+            stack.push_async_callback(self._shutdown_hooks)
+            self._limiter = anyio.CapacityLimiter(self.concurrency)
+            self.executor = Executor(
+                self.tasks,
+                self.serializer,
+                self.defaults,
+                self.id,
+                self.state,
+                anyio.CapacityLimiter(self.sync_threads),
+            )
+            send, receive = anyio.create_memory_object_stream[Running](self.concurrency)
+            async with anyio.create_task_group() as service:
+                service.start_soon(self._flush_loop)
+                service.start_soon(self._heartbeat_loop)
+                service.start_soon(self._abort_listener)
+                async with anyio.create_task_group() as jobs:
+                    jobs.start_soon(self._dispatch, receive, jobs)
+                    jobs.start_soon(self._fetch, send)
+                    log.info(
+                        "worker.started",
+                        worker=self.id,
+                        queues=self.queues,
+                        concurrency=self.concurrency,
+                        redis=redact(self.redis_url),
+                        tasks=len(self.tasks),
+                    )
+                    task_status.started()
+                    await self._stop.wait()
+                    self._stopping = True
+                    self._fetch_scope.cancel()
+                    await self._fetch_done.wait()
+                    await self._drain()
+                await self._flush_remaining()
+                await self._deregister()
+                service.cancel_scope.cancel()
+        log.info("worker.stopped", worker=self.id, jobs_done=self.jobs_done)
+
+    async def _shutdown_hooks(self) -> None:
+        for hook in self.on_shutdown:
+            with anyio.CancelScope(shield=True):
+                await hook(self.state)
+
+    async def _connect(self) -> None:
+        """Waits for Redis with backoff: a worker started before Redis just waits."""
+        backoff = 0.1
+        while True:
+            try:
+                await self.scripts.load()
+                await self._check_redis()
+                return
+            except UNAVAILABLE as exc:
+                log.warning("worker.redis_unavailable", error=str(exc), retry_in=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _check_redis(self) -> None:
+        """Warns when Redis may lose jobs: eviction allowed, or no persistence."""
+        try:
+            config = await self._redis.config_get("maxmemory-policy")
+            policy = config.get("maxmemory-policy")
+            persistence = await self._redis.config_get("appendonly")
+            save = await self._redis.config_get("save")
+        except Exception:  # CONFIG may be disabled by ACL or a managed service
+            return
+        if policy and policy != "noeviction":
+            log.warning(
+                "worker.redis_may_evict",
+                policy=policy,
+                advice="set maxmemory-policy noeviction: an evicted job is a lost job",
+            )
+        if persistence.get("appendonly") != "yes" and not save.get("save"):
+            log.warning(
+                "worker.redis_not_persistent",
+                advice="enable AOF (appendonly yes): a Redis restart would lose every job",
+            )
+
+    # -- fetching ------------------------------------------------------------------
+
+    async def _fetch(self, send: MemoryObjectSendStream[Running]) -> None:
+        with self._fetch_scope:
+            try:
+                async with send:
+                    await self._fetch_loop(send)
+            finally:
+                self._fetch_done.set()
+
+    async def _fetch_loop(self, send: MemoryObjectSendStream[Running]) -> None:
+        backoff = 0.05
+        while True:
+            placeholder = object()
+            await self._limiter.acquire_on_behalf_of(placeholder)
+            want = 1 + int(self._limiter.available_tokens)
+            try:
+                # shielded: a claim that ran in Redis but whose reply was
+                # dropped by a cancel would leave jobs held until their lease ends
+                with anyio.CancelScope(shield=True):
+                    wait_ms, claimed = await self._claim(want)
+            except UNAVAILABLE as exc:
+                self._limiter.release_on_behalf_of(placeholder)
+                log.warning("worker.redis_unavailable", error=str(exc), retry_in=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            self._limiter.release_on_behalf_of(placeholder)
+            if not claimed:
+                if wait_ms != 0:
+                    await self._block(wait_ms)
+                continue
+            for job in claimed:
+                running = Running(job)
+                self._limiter.acquire_on_behalf_of_nowait(running)
+                self._running[(job.queue, job.id)] = running
+                self._all_done = anyio.Event()
+            # Cancelling here would lose claimed jobs: shield the hand-over.
+            with anyio.CancelScope(shield=True):
+                for running in self._running_of(claimed):
+                    await send.send(running)
+
+    def _running_of(self, claimed: list[Claimed]) -> list[Running]:
+        return [self._running[(job.queue, job.id)] for job in claimed]
+
+    async def _claim(self, want: int) -> tuple[int, list[Claimed]]:
+        """Claims up to ``want`` jobs, queues in priority order; returns the shortest wait."""
+        claimed: list[Claimed] = []
+        wait = -1
+        lease_ms = int(self.lease * 1000)
+        for queue in self.queues:
+            wait_ms, got = await self.scripts.claim(queue, want - len(claimed), self.id, lease_ms)
+            claimed.extend(got)
+            if wait_ms >= 0 and (wait < 0 or wait_ms < wait):
+                wait = wait_ms
+            if len(claimed) >= want:
+                break
+        return wait, claimed
+
+    async def _block(self, wait_ms: int) -> None:
+        timeout = IDLE_WAIT if wait_ms < 0 else min(wait_ms / 1000, IDLE_WAIT)
+        keys = [self._keys[q].wake for q in self.queues]
+        try:
+            await self._block_redis.blpop(keys, timeout=max(timeout, 0.001))
+        except UNAVAILABLE as exc:
+            log.warning("worker.redis_unavailable", error=str(exc))
+            await anyio.sleep(1.0)
+
+    # -- running -------------------------------------------------------------------
+
+    async def _dispatch(self, receive: MemoryObjectReceiveStream[Running], jobs: TaskGroup) -> None:
+        async with receive:
+            async for running in receive:
+                if self._stopping:
+                    self._finished(running, RELEASE)  # claimed, never started: hand back now
+                else:
+                    jobs.start_soon(self._run_one, running)
+
+    async def _run_one(self, running: Running) -> None:
+        outcome: Outcome | None = None
+        try:
+            outcome = await self.executor.run(running)
+        finally:
+            self._finished(running, outcome)
+
+    def _finished(self, running: Running, outcome: Outcome | None) -> None:
+        job = running.job
+        del self._running[(job.queue, job.id)]
+        self._limiter.release_on_behalf_of(running)
+        if outcome is not None:
+            self._outcomes.append((running, outcome))
+            self._outcomes_ready.set()
+        self.jobs_done += 1
+        if not self._running:
+            self._all_done.set()
+        if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
+            self._stop.set()
+
+    async def _drain(self) -> None:
+        if self._running:
+            log.info("worker.draining", running=len(self._running), grace=self.grace)
+            with anyio.move_on_after(self.grace):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._cancel_on_hurry, tg.cancel_scope)
+                    await self._all_done.wait()
+                    tg.cancel_scope.cancel()
+        if self._running:
+            for running in list(self._running.values()):
+                running.stop("shutdown")
+            await self._all_done.wait()
+
+    async def _cancel_on_hurry(self, scope: anyio.CancelScope) -> None:
+        await self._hurry.wait()
+        scope.cancel()
+
+    # -- outcomes ------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._outcomes_ready.wait()
+            self._outcomes_ready = anyio.Event()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Writes every pending outcome, one call per queue; retries while Redis is away."""
+        async with self._flush_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        backoff = 0.05
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self._write(batch)
+                backoff = 0.05
+            except UNAVAILABLE as exc:
+                self._outcomes[:0] = batch
+                log.warning(
+                    "worker.redis_unavailable",
+                    error=str(exc),
+                    retry_in=backoff,
+                    pending=len(self._outcomes),
+                )
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _write(self, batch: list[tuple[Running, Outcome]]) -> None:
+        by_queue: dict[str, list[tuple[str, str, str, bytes, int, int]]] = {}
+        for running, outcome in batch:
+            job = running.job
+            if outcome.kind == "quarantine":
+                await self.scripts.quarantine(job.queue, job.id, job.token, outcome.blob.decode())
+            else:
+                by_queue.setdefault(job.queue, []).append(outcome.wire(job))
+        for queue, items in by_queue.items():
+            accepted = await self.scripts.finish(queue, items)
+            for item, ok in zip(items, accepted, strict=True):
+                if not ok:
+                    log.warning("job.stale_outcome", job_id=item[0], queue=queue, outcome=item[2])
+
+    async def _flush_remaining(self) -> None:
+        with anyio.move_on_after(max(self.lease, 5.0), shield=True) as scope:
+            await self._flush()
+        if scope.cancelled_caught:
+            log.error("worker.outcomes_unwritten", pending=len(self._outcomes))
+
+    # -- heartbeat and aborts -------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self._heartbeat()
+            except UNAVAILABLE as exc:
+                log.warning("worker.heartbeat_failed", error=str(exc))
+            await anyio.sleep(self.heartbeat_interval)
+
+    async def _heartbeat(self) -> None:
+        info = msgspec.json.encode(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": self.queues,
+                "concurrency": self.concurrency,
+                "running": len(self._running),
+                "done": self.jobs_done,
+                "seen": time.time(),
+            }
+        )
+        lease_ms = int(self.lease * 1000)
+        for queue in self.queues:
+            held = [(job_id, r.job.token) for (q, job_id), r in self._running.items() if q == queue]
+            stop = await self.scripts.heartbeat(
+                queue, self.id, lease_ms, info, int(REGISTRY_TTL * 1000), held
+            )
+            for job_id, reason in stop:
+                running = self._running.get((queue, job_id))
+                if running is not None:
+                    log.warning("job.stopping", job_id=job_id, queue=queue, reason=reason)
+                    running.stop(reason)
+
+    async def _abort_listener(self) -> None:
+        channels = {self._keys[q].abort: q for q in self.queues}
+        backoff = 0.1
+        while True:
+            try:
+                async with self._sub_redis.pubsub() as pubsub:
+                    await pubsub.subscribe(*channels)
+                    backoff = 0.1
+                    async for msg in pubsub.listen():
+                        if msg["type"] != "message":
+                            continue
+                        queue = channels[msg["channel"].decode()]
+                        running = self._running.get((queue, msg["data"].decode()))
+                        if running is not None:
+                            running.stop("abort")
+            except UNAVAILABLE as exc:
+                log.warning("worker.abort_listener_disconnected", error=str(exc), retry_in=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _deregister(self) -> None:
+        with anyio.move_on_after(2.0, shield=True):
+            for queue in self.queues:
+                with contextlib.suppress(*UNAVAILABLE):
+                    await self.scripts.deregister(queue, self.id)
+
+    @property
+    def redis(self) -> Redis:
+        return self._redis

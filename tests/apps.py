@@ -1,0 +1,25 @@
+"""Workers run as real processes by the tests (``aioqueue run tests.apps:worker``)."""
+
+from __future__ import annotations
+
+import os
+
+from aioqueue import Worker
+from tests import tasks
+
+worker = Worker(
+    [
+        tasks.add,
+        tasks.multiply,
+        tasks.echo,
+        tasks.boom,
+        tasks.sleepy,
+        tasks.whoami,
+        tasks.blocking_sleep,
+        tasks.signal_and_sleep,
+    ],
+    redis_url=os.environ.get("AIOQUEUE_REDIS_URL", "redis://localhost:6379/0"),
+    queues=[os.environ.get("TEST_QUEUE", "default")],
+    lease=float(os.environ.get("TEST_LEASE", "30")),
+    grace=float(os.environ.get("TEST_GRACE", "30")),
+)
