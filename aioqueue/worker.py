@@ -103,14 +103,23 @@ class Worker:
         self.jobs_done = 0
         self._running: dict[tuple[str, str], Running] = {}
         self._outcomes: list[tuple[Running, Outcome]] = []
+        self._stop_calls = 0
+        self._stopping = False
+
+    def _reset(self) -> None:
+        # anyio primitives belong to the event loop that runs the worker: made here, not in __init__
         self._outcomes_ready = anyio.Event()
         self._stop = anyio.Event()
         self._hurry = anyio.Event()
-        self._stopping = False
         self._all_done = anyio.Event()
         self._fetch_scope = anyio.CancelScope()
         self._fetch_done = anyio.Event()
         self._flush_lock = anyio.Lock()
+        self._stopping = False
+        if self._stop_calls:
+            self._stop.set()
+        if self._stop_calls > 1:
+            self._hurry.set()
 
     def set_queues(self, queues: Iterable[str]) -> None:
         self.queues = [check_queue_name(q) for q in queues]
@@ -140,9 +149,11 @@ class Worker:
 
     def stop(self) -> None:
         """Asks the worker to drain and exit; a second call skips the grace period."""
-        if self._stop.is_set():
-            self._hurry.set()
-        self._stop.set()
+        self._stop_calls += 1
+        if hasattr(self, "_stop"):
+            self._stop.set()
+            if self._stop_calls > 1:
+                self._hurry.set()
 
     async def run(
         self,
@@ -163,13 +174,12 @@ class Worker:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) as signals:
             async for signum in signals:
                 log.info("worker.signal", signal=signal.Signals(signum).name, worker=self.id)
+                self.stop()
                 if signum == signal.SIGQUIT:
-                    self._stop.set()
-                    self._hurry.set()
-                else:
                     self.stop()
 
     async def _run(self, task_status: TaskStatus[None]) -> None:
+        self._reset()
         async with contextlib.AsyncExitStack() as stack:
             self._redis = connect(self.redis_url)
             stack.push_async_callback(self._redis.aclose)
@@ -217,6 +227,7 @@ class Worker:
                 await self._flush_remaining()
                 await self._deregister()
                 service.cancel_scope.cancel()
+        self._stop_calls = 0
         log.info("worker.stopped", worker=self.id, jobs_done=self.jobs_done)
 
     async def _shutdown_hooks(self) -> None:
@@ -354,8 +365,8 @@ class Worker:
         self.jobs_done += 1
         if not self._running:
             self._all_done.set()
-        if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
-            self._stop.set()
+        if self.max_jobs is not None and self.jobs_done >= self.max_jobs and not self._stop_calls:
+            self.stop()
 
     async def _drain(self) -> None:
         if self._running:

@@ -87,3 +87,8 @@ async def signal_and_sleep(url: str, key: str, seconds: float) -> int:
         await client.aclose()
     await anyio.sleep(seconds)
     return os.getpid()
+
+
+@task
+async def returns_object() -> object:
+    return object()
