@@ -133,22 +133,23 @@ class Executor:
         start = time.perf_counter()
         timed_out = False
         try:
-            with anyio.CancelScope() as scope:
+            # one scope per job: its deadline is the timeout, and abort, shutdown
+            # or a lost lease cancel it with a stop_reason
+            with anyio.move_on_after(timeout) as scope:
                 running.scope = scope
                 if running.stop_reason is not None:
                     scope.cancel()
-                with anyio.move_on_after(timeout) as deadline:
-                    if task.is_async:
-                        result = await task.fn(*args, **kwargs)
-                    else:
-                        call = functools.partial(task.fn, *args, **kwargs)
-                        result = await anyio.to_thread.run_sync(
-                            call, abandon_on_cancel=True, limiter=self.thread_limiter
-                        )
-                timed_out = deadline.cancelled_caught
+                if task.is_async:
+                    result = await task.fn(*args, **kwargs)
+                else:
+                    call = functools.partial(task.fn, *args, **kwargs)
+                    result = await anyio.to_thread.run_sync(
+                        call, abandon_on_cancel=True, limiter=self.thread_limiter
+                    )
             if scope.cancelled_caught:
-                return self._stopped(running, task.name)
-            if timed_out:
+                if running.stop_reason is not None:
+                    return self._stopped(running, task.name)
+                timed_out = True
                 raise TimeoutError(f"job timed out after {timeout}s")
             blob = self.serializer.dumps(result)
         except Retry as exc:

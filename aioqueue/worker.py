@@ -1,8 +1,11 @@
 """The worker: one event loop running many jobs at once.
 
-    fetch ──(bounded stream)──> dispatch ──> one task per job ──> outcomes ──> flush
+    fetch ──(bounded stream)──> consumers (≤ concurrency tasks) ──> outcomes ──> flush
       │  claims only as many jobs as the capacity limiter has free slots
       └─ blocks on the queues' wake lists when idle (BLPOP), never polls
+
+    Consumers are long-lived tasks started on demand up to ``concurrency``: a
+    task per job costs several times more than handing a job to a waiting one.
 
     heartbeat: extends the leases of running jobs, registers the worker, reaps
     leases of dead workers. aborts: a pub/sub listener cancels aborted jobs.
@@ -25,9 +28,10 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import structlog
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
 
@@ -48,15 +52,18 @@ Hook = Callable[[dict[str, Any]], Awaitable[None]]
 log = structlog.get_logger("aioqueue.worker")
 
 IDLE_WAIT = 5.0  # longest a worker blocks without a look at its queues
+PREFETCH_JOB_TIME = 0.02  # mean job seconds under which a worker prefetches
 REGISTRY_TTL = 60.0
 
 
 class Worker:
     """Runs the jobs of ``queues`` (in priority order) with ``tasks``.
 
-    concurrency: most jobs running at once. lease: seconds a delivery is held
-    without a heartbeat before another worker may take it. grace: seconds
-    running jobs get to finish when the worker stops.
+    concurrency: most jobs running at once. prefetch: deliveries claimed ahead
+    of a free slot while jobs are short (default: concurrency); they go back at
+    once when the worker stops. lease: seconds a delivery is held without a
+    heartbeat before another worker may take it. grace: seconds running jobs get
+    to finish when the worker stops.
     """
 
     def __init__(
@@ -77,6 +84,7 @@ class Worker:
         on_startup: Iterable[Hook] = (),
         on_shutdown: Iterable[Hook] = (),
         max_jobs: int | None = None,
+        prefetch: int | None = None,
         name: str | None = None,
     ) -> None:
         if concurrency < 1:
@@ -86,6 +94,7 @@ class Worker:
         self.redis_url = redis_url
         self.set_queues(queues)
         self.concurrency = concurrency
+        self.prefetch = concurrency if prefetch is None else prefetch
         self.lease = lease
         self.heartbeat_interval = heartbeat if heartbeat is not None else lease / 3
         self.grace = grace
@@ -115,6 +124,8 @@ class Worker:
         self._fetch_scope = anyio.CancelScope()
         self._fetch_done = anyio.Event()
         self._flush_lock = anyio.Lock()
+        self._slot_freed = anyio.Event()
+        self._mean_job_time = 0.0
         self._stopping = False
         if self._stop_calls:
             self._stop.set()
@@ -193,7 +204,6 @@ class Worker:
             for hook in self.on_startup:
                 await hook(self.state)
             stack.push_async_callback(self._shutdown_hooks)
-            self._limiter = anyio.CapacityLimiter(self.concurrency)
             self.executor = Executor(
                 self.tasks,
                 self.serializer,
@@ -202,13 +212,18 @@ class Worker:
                 self.state,
                 anyio.CapacityLimiter(self.sync_threads),
             )
-            send, receive = anyio.create_memory_object_stream[Running](self.concurrency)
+            send, receive = anyio.create_memory_object_stream[Running](
+                self.concurrency + self.prefetch
+            )
+            stack.push_async_callback(receive.aclose)
             async with anyio.create_task_group() as service:
                 service.start_soon(self._flush_loop)
                 service.start_soon(self._heartbeat_loop)
                 service.start_soon(self._abort_listener)
                 async with anyio.create_task_group() as jobs:
-                    jobs.start_soon(self._dispatch, receive, jobs)
+                    self._jobs = jobs
+                    self._receive = receive
+                    self._consumers = 0
                     jobs.start_soon(self._fetch, send)
                     log.info(
                         "worker.started",
@@ -279,41 +294,56 @@ class Worker:
             finally:
                 self._fetch_done.set()
 
+    def _capacity(self) -> int:
+        """How many deliveries this worker may hold: running plus prefetched.
+
+        Prefetch keeps consumers busy while the next claim is in flight, which is
+        what short jobs need; with long jobs it would only hoard jobs that another
+        worker could start, so it is used only while jobs are short on average.
+        """
+        if self._mean_job_time < PREFETCH_JOB_TIME:
+            return self.concurrency + self.prefetch
+        return self.concurrency
+
     async def _fetch_loop(self, send: MemoryObjectSendStream[Running]) -> None:
         backoff = 0.05
+        backlog = False
         while True:
-            placeholder = object()
-            await self._limiter.acquire_on_behalf_of(placeholder)
-            want = 1 + int(self._limiter.available_tokens)
+            if backlog:
+                # The last claim was cut by capacity, so more jobs wait: one pass of
+                # the event loop lets finished jobs free their slots, and the next
+                # claim takes many jobs in one round trip instead of one.
+                await anyio.lowlevel.checkpoint()
+            want = self._capacity() - len(self._running)
+            if want <= 0:
+                self._slot_freed = anyio.Event()
+                await self._slot_freed.wait()
+                continue
             try:
                 # shielded: a claim that ran in Redis but whose reply was
                 # dropped by a cancel would leave jobs held until their lease ends
                 with anyio.CancelScope(shield=True):
                     wait_ms, claimed = await self._claim(want)
             except UNAVAILABLE as exc:
-                self._limiter.release_on_behalf_of(placeholder)
                 log.warning("worker.redis_unavailable", error=str(exc), retry_in=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
-            self._limiter.release_on_behalf_of(placeholder)
+            backlog = len(claimed) == want
             if not claimed:
                 if wait_ms != 0:
                     await self._block(wait_ms)
                 continue
-            for job in claimed:
-                running = Running(job)
-                self._limiter.acquire_on_behalf_of_nowait(running)
-                self._running[(job.queue, job.id)] = running
-                self._all_done = anyio.Event()
-            # Cancelling here would lose claimed jobs: shield the hand-over.
-            with anyio.CancelScope(shield=True):
-                for running in self._running_of(claimed):
-                    await send.send(running)
-
-    def _running_of(self, claimed: list[Claimed]) -> list[Running]:
-        return [self._running[(job.queue, job.id)] for job in claimed]
+            batch = [Running(job) for job in claimed]
+            for running in batch:
+                self._running[(running.job.queue, running.job.id)] = running
+            self._all_done = anyio.Event()
+            self._grow_consumers()
+            # The stream holds every delivery the worker may hold (its capacity),
+            # so the whole batch fits: hand it over in this loop pass.
+            for running in batch:
+                send.send_nowait(running)
 
     async def _claim(self, want: int) -> tuple[int, list[Claimed]]:
         """Claims up to ``want`` jobs, queues in priority order; returns the shortest wait."""
@@ -340,25 +370,30 @@ class Worker:
 
     # -- running -------------------------------------------------------------------
 
-    async def _dispatch(self, receive: MemoryObjectReceiveStream[Running], jobs: TaskGroup) -> None:
+    def _grow_consumers(self) -> None:
+        while self._consumers < min(len(self._running), self.concurrency):
+            self._consumers += 1
+            self._jobs.start_soon(self._consume, self._receive.clone())
+
+    async def _consume(self, receive: MemoryObjectReceiveStream[Running]) -> None:
         async with receive:
             async for running in receive:
                 if self._stopping:
                     self._finished(running, RELEASE)  # claimed, never started: hand back now
-                else:
-                    jobs.start_soon(self._run_one, running)
-
-    async def _run_one(self, running: Running) -> None:
-        outcome: Outcome | None = None
-        try:
-            outcome = await self.executor.run(running)
-        finally:
-            self._finished(running, outcome)
+                    continue
+                outcome: Outcome | None = None
+                started = time.perf_counter()
+                try:
+                    outcome = await self.executor.run(running)
+                finally:
+                    elapsed = time.perf_counter() - started
+                    self._mean_job_time += (elapsed - self._mean_job_time) / 64
+                    self._finished(running, outcome)
 
     def _finished(self, running: Running, outcome: Outcome | None) -> None:
         job = running.job
         del self._running[(job.queue, job.id)]
-        self._limiter.release_on_behalf_of(running)
+        self._slot_freed.set()
         if outcome is not None:
             self._outcomes.append((running, outcome))
             self._outcomes_ready.set()
@@ -391,6 +426,8 @@ class Worker:
         while True:
             await self._outcomes_ready.wait()
             self._outcomes_ready = anyio.Event()
+            # jobs that end in this same pass of the event loop join the batch
+            await anyio.lowlevel.checkpoint()
             await self._flush()
 
     async def _flush(self) -> None:
