@@ -55,6 +55,13 @@ local function job_fields(prefix, jkey, ...)
   return got
 end
 
+-- Runs a variadic command over a long list in chunks (Lua's stack is bounded).
+local function bulk(cmd, key, items)
+  for i = 1, #items, 2000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 1999, #items)))
+  end
+end
+
 -- One element in the wake list means "there may be work": idle workers block on it.
 local function signal(prefix)
   local wake = prefix .. 'wake'
@@ -63,15 +70,15 @@ local function signal(prefix)
   end
 end
 
-local function notify(prefix, id, jkey, status, blob)
-  local waiters = redis.call('HGET', jkey, 'wt')
+-- Publishes the end of a job to the clients waiting for it (``waiters`` is
+-- the job's `wt` field, read by the caller with the fields it needed anyway).
+local function notify(prefix, id, jkey, status, blob, waiters)
   if waiters then
     local queue = string.sub(prefix, 5, -3) -- 'aq:{' .. name .. '}:'
     local msg = queue .. '\0' .. id .. '\0' .. status .. '\0' .. (blob or '')
     for cid in string.gmatch(waiters, '%S+') do
       redis.call('PUBLISH', 'aq:client:' .. cid, msg)
     end
-    redis.call('HDEL', jkey, 'wt')
   end
 end
 
@@ -137,7 +144,7 @@ local function enqueue(keys, args)
   guard(prefix)
   local now = now_ms()
   local out = {}
-  local pushed = false
+  local pushed = {}
   for i = 1, #args, 4 do
     local id, payload = args[i], args[i + 1]
     local delay, at = tonumber(args[i + 2]), tonumber(args[i + 3])
@@ -146,20 +153,22 @@ local function enqueue(keys, args)
     if existing then
       out[#out + 1] = existing
     else
-      redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now)
       local due = 0
       if at > 0 then due = at elseif delay > 0 then due = now + delay end
       if due > now then
+        redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now)
         schedule(prefix, id, jkey, due)
       else
-        redis.call('HSET', jkey, 's', 'queued')
-        redis.call('LPUSH', prefix .. 'ready', id)
-        pushed = true
+        redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', 'queued')
+        pushed[#pushed + 1] = id
       end
       out[#out + 1] = 'new'
     end
   end
-  if pushed then signal(prefix) end
+  if #pushed > 0 then
+    bulk('LPUSH', prefix .. 'ready', pushed)
+    signal(prefix)
+  end
   return out
 end
 
@@ -178,26 +187,30 @@ local function claim(keys, args)
   local ids = redis.call('RPOP', ready, n)
   if ids then
     local seq = redis.call('INCR', prefix .. 'seq')
+    local leases = {}
+    local deadline = now + lease
     for i, id in ipairs(ids) do
       local jkey = prefix .. 'j:' .. id
-      local status = job_fields(prefix, jkey, 's')[1]
+      local f = job_fields(prefix, jkey, 's', 'a', 'l', 'd')
+      local status = f[1]
       if status == 'queued' then
-        local attempt = redis.call('HINCRBY', jkey, 'a', 1)
+        local attempt = tonumber(f[2] or 0) + 1
         local token = seq .. '.' .. i
-        redis.call('HSET', jkey, 's', 'active', 'k', token, 'w', worker, 'st', now)
-        redis.call('ZADD', prefix .. 'active', now + lease, id)
+        redis.call('HSET', jkey, 's', 'active', 'k', token, 'w', worker, 'st', now, 'a', attempt)
+        leases[#leases + 1] = deadline
+        leases[#leases + 1] = id
         out[#out + 1] = id
         out[#out + 1] = token
-        local fields = redis.call('HMGET', jkey, 'l', 'd')
         out[#out + 1] = attempt
-        out[#out + 1] = tonumber(fields[1] or 0)
-        out[#out + 1] = fields[2]
+        out[#out + 1] = tonumber(f[3] or 0)
+        out[#out + 1] = f[4]
       elseif not status then
         -- an id without its job (deleted by hand, or garbage): note it and drop it
         redis.call('HINCRBY', prefix .. 'stats', 'orphans', 1)
       end
       -- other statuses (aborted while queued) are dropped lazily here
     end
+    if #leases > 0 then bulk('ZADD', prefix .. 'active', leases) end
   end
   if redis.call('LLEN', ready) > 0 then
     signal(prefix)
@@ -215,26 +228,29 @@ local function finish(keys, args)
   local prefix = keys[1]
   local now = now_ms()
   local out = {}
-  local stats = prefix .. 'stats'
+  local counts = {}
+  local done = {}
   for i = 1, #args, 6 do
     local id, token, outcome, blob = args[i], args[i + 1], args[i + 2], args[i + 3]
     local ttl, delay = tonumber(args[i + 4]), tonumber(args[i + 5])
     local jkey = prefix .. 'j:' .. id
-    local held = job_fields(prefix, jkey, 's', 'k')
+    local held = job_fields(prefix, jkey, 's', 'k', 'wt')
     if held[1] ~= 'active' or held[2] ~= token then
-      redis.call('HINCRBY', stats, 'stale', 1)
+      counts['stale'] = (counts['stale'] or 0) + 1
       out[#out + 1] = 0
     else
-      redis.call('ZREM', prefix .. 'active', id)
-      redis.call('HDEL', jkey, 'k', 'ab')
+      done[#done + 1] = id
+      -- the token `k` may stay: it only counts while the status is active
       if outcome == 'release' then
         redis.call('HINCRBY', jkey, 'a', -1)
         redis.call('HSET', jkey, 's', 'queued')
+        redis.call('HDEL', jkey, 'ab')
         redis.call('RPUSH', prefix .. 'ready', id)
         signal(prefix)
       elseif outcome == 'retry' then
         redis.call('HSET', jkey, 'e', blob)
-        redis.call('HINCRBY', stats, 'retried', 1)
+        redis.call('HDEL', jkey, 'ab')
+        counts['retried'] = (counts['retried'] or 0) + 1
         if delay > 0 then
           schedule(prefix, id, jkey, now + delay)
         else
@@ -245,19 +261,26 @@ local function finish(keys, args)
       else
         local field = 'r'
         if outcome ~= 'complete' then field = 'e' end
-        redis.call('HSET', jkey, 's', outcome, field, blob, 'et', now)
-        redis.call('HINCRBY', stats, outcome, 1)
-        notify(prefix, id, jkey, outcome, blob)
-        if outcome == 'failed' then
-          redis.call('ZADD', prefix .. 'dead', now, id)
-        elseif ttl == 0 then
+        counts[outcome] = (counts[outcome] or 0) + 1
+        notify(prefix, id, jkey, outcome, blob, held[3])
+        if ttl == 0 and outcome ~= 'failed' then
           redis.call('DEL', jkey)
-        elseif ttl > 0 then
-          redis.call('PEXPIRE', jkey, ttl)
+        else
+          redis.call('HSET', jkey, 's', outcome, field, blob, 'et', now)
+          if held[3] then redis.call('HDEL', jkey, 'wt') end
+          if outcome == 'failed' then
+            redis.call('ZADD', prefix .. 'dead', now, id)
+          elseif ttl > 0 then
+            redis.call('PEXPIRE', jkey, ttl)
+          end
         end
       end
       out[#out + 1] = 1
     end
+  end
+  if #done > 0 then bulk('ZREM', prefix .. 'active', done) end
+  for name, n in pairs(counts) do
+    redis.call('HINCRBY', prefix .. 'stats', name, n)
   end
   return out
 end
@@ -314,7 +337,9 @@ local function abort(keys, args)
     redis.call('ZREM', prefix .. 'sched', id)
     redis.call('HSET', jkey, 's', 'aborted', 'et', now_ms())
     redis.call('HINCRBY', prefix .. 'stats', 'aborted', 1)
-    notify(prefix, id, jkey, 'aborted', '')
+    local waiters = redis.call('HGET', jkey, 'wt')
+    notify(prefix, id, jkey, 'aborted', '', waiters)
+    if waiters then redis.call('HDEL', jkey, 'wt') end
     if ttl > 0 then redis.call('PEXPIRE', jkey, ttl) end
   elseif status == 'active' then
     redis.call('HSET', jkey, 'ab', 1)
