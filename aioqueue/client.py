@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
@@ -34,6 +34,7 @@ __all__ = ["Queue"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def new_job_id() -> str:
@@ -61,16 +62,16 @@ class Queue:
         self.serializer = get_serializer(serializer)
         self.timeout = timeout
         self.result_ttl = result_ttl
-        self.redis: Redis = connect(url, connect_timeout=timeout, command_timeout=timeout)
-        self._listen_redis: Redis = connect(url, connect_timeout=timeout, command_timeout=None)
-        self.scripts = Scripts(self.redis)
+        self.redis: Redis = connect(url, connect_timeout=timeout)
+        self._listen_redis: Redis = connect(url, connect_timeout=timeout)
+        self.scripts = Scripts(self.redis, timeout)
         self._waiter: ResultWaiter | None = None
         self._stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> Queue:
         stack = contextlib.AsyncExitStack()
         try:
-            with mapped_errors(self.url), anyio.fail_after(self.timeout):
+            with mapped_errors(self.url):
                 await self.scripts.load()
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._close_connections)
@@ -97,6 +98,15 @@ class Queue:
         if self._stack is not None:
             stack, self._stack, self._waiter = self._stack, None, None
             await stack.aclose()
+
+    async def read(self, call: Callable[[Redis], Awaitable[T]]) -> T:
+        """One plain Redis read, bounded by ``timeout`` like every call the client makes."""
+        with mapped_errors(self.url):
+            try:
+                with anyio.fail_after(self.timeout):
+                    return await call(self.redis)
+            except TimeoutError:
+                raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
 
     async def _close_connections(self) -> None:
         await self.redis.aclose()
@@ -132,11 +142,7 @@ class Queue:
             task = task_ref(task)
         queue, wire = self._encode(task, args, kwargs)
         with mapped_errors(self.url):
-            try:
-                with anyio.fail_after(self.timeout):
-                    (status,) = await self.scripts.enqueue(queue, [wire])
-            except TimeoutError:
-                raise RedisUnavailable(f"enqueue did not finish within {self.timeout}s") from None
+            (status,) = await self.scripts.enqueue(queue, [wire])
         return Job(self, queue, wire[0], created=status == "new")
 
     async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:
@@ -151,15 +157,11 @@ class Queue:
         if not order:
             return []
         with mapped_errors(self.url):
-            try:
-                with anyio.fail_after(self.timeout):
-                    if len(by_queue) == 1:
-                        ((queue, batch),) = by_queue.items()
-                        statuses = {queue: await self.scripts.enqueue(queue, batch)}
-                    else:
-                        statuses = await self._enqueue_queues(by_queue)
-            except TimeoutError:
-                raise RedisUnavailable(f"enqueue did not finish within {self.timeout}s") from None
+            if len(by_queue) == 1:
+                ((queue, batch),) = by_queue.items()
+                statuses = {queue: await self.scripts.enqueue(queue, batch)}
+            else:
+                statuses = await self._enqueue_queues(by_queue)
         return [
             Job(self, queue, by_queue[queue][i][0], created=statuses[queue][i] == "new")
             for queue, i in order

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -25,29 +25,27 @@ def connect(
     url: str,
     *,
     connect_timeout: float = 5.0,
-    command_timeout: float | None = 10.0,
-    max_connections: int = 64,
+    max_connections: int | None = None,
     **kwargs: Any,
 ) -> Redis:
-    """A client for ``url`` (redis://, rediss://, unix://) that never waits forever.
+    """A client for ``url`` (redis://, rediss://, unix://).
 
-    command_timeout None is for connections that block (BLPOP, pub/sub). When all
-    ``max_connections`` are busy, callers wait for one (up to connect_timeout)
-    rather than fail: thousands of concurrent awaits share a bounded pool.
+    No per-read socket timeout: redis-py arms one around every read, which here
+    cost more than the command itself on a fast link. Every call aioqueue makes
+    is bounded by a deadline of its caller instead (see ``Scripts``), and a
+    cancelled call drops its connection, so a stalled Redis never hangs a caller.
     """
-    pool = BlockingConnectionPool.from_url(
+    return Redis.from_url(
         url,
-        max_connections=max_connections,
-        timeout=connect_timeout,
         socket_connect_timeout=connect_timeout,
-        socket_timeout=command_timeout,
+        socket_timeout=None,
         health_check_interval=0,
+        max_connections=max_connections,
         **kwargs,
     )
-    return Redis.from_pool(pool)
 
 
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, RedisUnavailable)
 
 
 @contextlib.contextmanager
@@ -55,5 +53,7 @@ def mapped_errors(url: str) -> Iterator[None]:
     """Turns redis-py's connection failures into ``RedisUnavailable``."""
     try:
         yield
+    except RedisUnavailable:
+        raise
     except UNAVAILABLE as exc:
         raise RedisUnavailable(f"Redis at {redact(url)} is unavailable: {exc}") from exc

@@ -18,7 +18,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from aioqueue.connection import UNAVAILABLE
+from aioqueue.connection import UNAVAILABLE, mapped_errors
 from aioqueue.errors import (
     JobAborted,
     JobError,
@@ -65,6 +65,8 @@ class ResultWaiter:
         self._slots: dict[tuple[str, str], list[_Slot]] = {}
         self._pubsub: PubSub | None = None
         self._subscribed = anyio.Event()
+        # thousands of concurrent awaits must not open thousands of connections
+        self._watch_slots = anyio.CapacityLimiter(32)
 
     async def _subscribe(self) -> PubSub:
         pubsub = self._redis.pubsub()
@@ -130,7 +132,11 @@ class ResultWaiter:
         try:
             with anyio.fail_after(timeout):
                 await self._subscribed.wait()
-                status, blob = await self._queue.scripts.watch(queue, job_id, self.client_id)
+                async with self._watch_slots:
+                    with mapped_errors(self._queue.url):
+                        status, blob = await self._queue.scripts.watch(
+                            queue, job_id, self.client_id
+                        )
                 if status == "missing" or JobStatus(status).is_final:
                     slot.set(status, blob)
                 await slot.event.wait()
@@ -195,7 +201,9 @@ class Job(Generic[R]):
     async def info(self) -> JobInfo:
         """The job's stored state: status, attempts, times, worker, last error."""
         keys = QueueKeys(self.queue)
-        fields: dict[bytes, bytes] = await self._client.redis.hgetall(keys.job(self.id))  # type: ignore[assignment]
+        fields: dict[bytes, bytes] = await self._client.read(
+            lambda r: r.hgetall(keys.job(self.id))  # type: ignore[arg-type,return-value]
+        )
         if not fields:
             raise JobNotFound(f"job {self.id} not found in queue {self.queue!r}", job_id=self.id)
         try:
@@ -206,7 +214,10 @@ class Job(Generic[R]):
             raise MalformedJobError(f"job {self.id}: {exc}") from exc
 
     async def status(self) -> JobStatus:
-        raw: bytes | None = await self._client.redis.hget(QueueKeys(self.queue).job(self.id), "s")  # type: ignore[assignment]
+        key = QueueKeys(self.queue).job(self.id)
+        raw: bytes | None = await self._client.read(
+            lambda r: r.hget(key, "s")  # type: ignore[arg-type,return-value]
+        )
         if raw is None:
             raise JobNotFound(f"job {self.id} not found in queue {self.queue!r}", job_id=self.id)
         return JobStatus(raw.decode())
@@ -216,9 +227,10 @@ class Job(Generic[R]):
 
         Returns False when the job had already ended (or does not exist).
         """
-        before = await self._client.scripts.abort(
-            self.queue, self.id, int(self._client.result_ttl * 1000)
-        )
+        with mapped_errors(self._client.url):
+            before = await self._client.scripts.abort(
+                self.queue, self.id, int(self._client.result_ttl * 1000)
+            )
         return before in ("queued", "scheduled", "active")
 
     def __repr__(self) -> str:

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import anyio
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from aioqueue.errors import RedisUnavailable
 from aioqueue.keys import queue_prefix
 
 _SOURCE = resources.files("aioqueue").joinpath("lua/aioqueue.lua").read_text()
@@ -36,26 +38,37 @@ class Claimed:
 
 
 class Scripts:
-    """Calls into the library; reloads it once if Redis lost it (restart, FLUSHALL)."""
+    """Calls into the library; reloads it once if Redis lost it (restart, FLUSHALL).
 
-    def __init__(self, redis: Redis) -> None:
+    Every call must end within ``timeout`` seconds or raises ``RedisUnavailable``.
+    """
+
+    def __init__(self, redis: Redis, timeout: float = 10.0) -> None:
         self.redis = redis
+        self.timeout = timeout
 
     async def load(self) -> None:
         try:
-            await self.redis.function_load(LIBRARY, replace=False)
+            with anyio.fail_after(self.timeout):
+                await self.redis.function_load(LIBRARY, replace=False)
+        except TimeoutError:
+            raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
         except ResponseError as exc:
             if "already exists" not in str(exc):
                 raise
 
     async def _call(self, name: str, queue: str, *args: Any) -> Any:
         try:
-            return await self.redis.fcall(_FN + name, 1, queue_prefix(queue), *args)
-        except ResponseError as exc:
-            if "Function not found" not in str(exc):
-                raise
-        await self.load()
-        return await self.redis.fcall(_FN + name, 1, queue_prefix(queue), *args)
+            with anyio.fail_after(self.timeout):
+                try:
+                    return await self.redis.fcall(_FN + name, 1, queue_prefix(queue), *args)
+                except ResponseError as exc:
+                    if "Function not found" not in str(exc):
+                        raise
+                await self.load()
+                return await self.redis.fcall(_FN + name, 1, queue_prefix(queue), *args)
+        except TimeoutError:
+            raise RedisUnavailable(f"Redis did not answer {name} within {self.timeout}s") from None
 
     async def enqueue(self, queue: str, jobs: list[tuple[str, bytes, int, int]]) -> list[str]:
         """jobs: (id, payload, delay_ms, at_ms). Returns 'new' or the existing status, per job."""

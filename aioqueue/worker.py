@@ -194,10 +194,10 @@ class Worker:
         async with contextlib.AsyncExitStack() as stack:
             self._redis = connect(self.redis_url)
             stack.push_async_callback(self._redis.aclose)
-            # blocking and pub/sub reads get their own connections without a read timeout
-            self._block_redis = connect(self.redis_url, command_timeout=IDLE_WAIT + 10)
+            # blocking and pub/sub reads get connections of their own
+            self._block_redis = connect(self.redis_url)
             stack.push_async_callback(self._block_redis.aclose)
-            self._sub_redis = connect(self.redis_url, command_timeout=None)
+            self._sub_redis = connect(self.redis_url)
             stack.push_async_callback(self._sub_redis.aclose)
             self.scripts = Scripts(self._redis)
             await self._connect()
@@ -266,10 +266,11 @@ class Worker:
     async def _check_redis(self) -> None:
         """Warns when Redis may lose jobs: eviction allowed, or no persistence."""
         try:
-            config = await self._redis.config_get("maxmemory-policy")
+            with anyio.fail_after(10):
+                config = await self._redis.config_get("maxmemory-policy")
+                persistence = await self._redis.config_get("appendonly")
+                save = await self._redis.config_get("save")
             policy = config.get("maxmemory-policy")
-            persistence = await self._redis.config_get("appendonly")
-            save = await self._redis.config_get("save")
         except Exception:  # CONFIG may be disabled by ACL or a managed service
             return
         if policy and policy != "noeviction":
@@ -363,7 +364,10 @@ class Worker:
         timeout = IDLE_WAIT if wait_ms < 0 else min(wait_ms / 1000, IDLE_WAIT)
         keys = [self._keys[q].wake for q in self.queues]
         try:
-            await self._block_redis.blpop(keys, timeout=max(timeout, 0.001))
+            with anyio.fail_after(timeout + 10):  # a stalled link must not wedge the fetcher
+                await self._block_redis.blpop(keys, timeout=max(timeout, 0.001))
+        except TimeoutError:
+            log.warning("worker.redis_stalled", waited=timeout + 10)
         except UNAVAILABLE as exc:
             log.warning("worker.redis_unavailable", error=str(exc))
             await anyio.sleep(1.0)
