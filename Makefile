@@ -24,9 +24,11 @@ redis-server:
 	    echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server' or 'brew install redis')"; exit 1; \
 	  fi; }
 
+SOURCES := aioqueue tests $(wildcard examples benchmarks)
+
 lint: $(STAMP)
-	$(BIN)/ruff check aioqueue tests examples benchmarks
-	$(BIN)/ruff format --check aioqueue tests examples benchmarks
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -37,8 +39,8 @@ pytest: $(STAMP) redis-server
 test: lint typecheck pytest
 
 format: $(STAMP)
-	$(BIN)/ruff format aioqueue tests examples benchmarks
-	$(BIN)/ruff check --fix aioqueue tests examples benchmarks
+	$(BIN)/ruff format $(SOURCES)
+	$(BIN)/ruff check --fix $(SOURCES)
 
 demo: $(STAMP) redis-server
 	$(BIN)/python examples/demo.py

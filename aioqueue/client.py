@@ -21,8 +21,9 @@ from typing import Any, ParamSpec, TypeVar, overload
 import anyio
 from redis.asyncio import Redis
 
+from aioqueue import signing
 from aioqueue.connection import DEFAULT_URL, connect, mapped_errors
-from aioqueue.errors import RedisUnavailable
+from aioqueue.errors import PayloadTooLarge, QueueFull, RedisUnavailable
 from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue.keys import check_queue_name
 from aioqueue.results import Job, ResultWaiter
@@ -46,6 +47,10 @@ class Queue:
 
     name: the queue jobs go to unless their task or options say otherwise.
     timeout: how long an enqueue may take before it raises ``RedisUnavailable``.
+    max_payload: largest encoded job in bytes (``PayloadTooLarge``); None: no limit.
+    max_length: most queued + scheduled jobs a queue may hold; an enqueue past it
+    raises ``QueueFull``, or with ``wait_when_full`` waits (up to ``timeout``).
+    signing_key: sign every job (HMAC-SHA256) for workers that verify.
     """
 
     def __init__(
@@ -56,12 +61,20 @@ class Queue:
         serializer: str | Serializer = "msgpack",
         timeout: float = 5.0,
         result_ttl: float = DEFAULT_RESULT_TTL,
+        max_payload: int | None = 1 << 20,
+        max_length: int | None = None,
+        wait_when_full: bool = False,
+        signing_key: bytes | str | None = None,
     ) -> None:
         self.url = url
         self.name = check_queue_name(name)
         self.serializer = get_serializer(serializer)
         self.timeout = timeout
         self.result_ttl = result_ttl
+        self.max_payload = max_payload
+        self.max_length = max_length or 0
+        self.wait_when_full = wait_when_full
+        self.signing_key = signing_key
         self.redis: Redis = connect(url, connect_timeout=timeout)
         self._listen_redis: Redis = connect(url, connect_timeout=timeout)
         self.scripts = Scripts(self.redis, timeout)
@@ -130,7 +143,29 @@ class Queue:
         delay = opts.delay.total_seconds() if isinstance(opts.delay, timedelta) else opts.delay
         delay_ms = int(delay * 1000) if delay else 0
         at_ms = int(opts.at.timestamp() * 1000) if opts.at is not None else 0
-        return queue, (opts.job_id or new_job_id(), encode_envelope(envelope), delay_ms, at_ms)
+        payload = encode_envelope(envelope)
+        if self.max_payload is not None and len(payload) > self.max_payload:
+            raise PayloadTooLarge(
+                f"job for {task.name} is {len(payload)} bytes; the limit is {self.max_payload}"
+            )
+        if self.signing_key is not None:
+            payload = signing.sign(self.signing_key, payload)
+        return queue, (opts.job_id or new_job_id(), payload, delay_ms, at_ms)
+
+    async def _send(self, queue: str, batch: list[tuple[str, bytes, int, int]]) -> list[str]:
+        with mapped_errors(self.url):
+            if not self.wait_when_full:
+                return await self.scripts.enqueue(queue, batch, self.max_length)
+            # backpressure: wait for room, with backoff, until the client's timeout
+            delay = 0.005
+            with anyio.move_on_after(self.timeout):
+                while True:
+                    try:
+                        return await self.scripts.enqueue(queue, batch, self.max_length)
+                    except QueueFull:
+                        await anyio.sleep(delay)
+                        delay = min(delay * 2, 0.5)
+            raise QueueFull(f"queue {queue!r} stayed full for {self.timeout}s")
 
     @overload
     async def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -141,8 +176,7 @@ class Queue:
         if isinstance(task, str):
             task = task_ref(task)
         queue, wire = self._encode(task, args, kwargs)
-        with mapped_errors(self.url):
-            (status,) = await self.scripts.enqueue(queue, [wire])
+        (status,) = await self._send(queue, [wire])
         return Job(self, queue, wire[0], created=status == "new")
 
     async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:
@@ -156,12 +190,11 @@ class Queue:
             batch.append(wire)
         if not order:
             return []
-        with mapped_errors(self.url):
-            if len(by_queue) == 1:
-                ((queue, batch),) = by_queue.items()
-                statuses = {queue: await self.scripts.enqueue(queue, batch)}
-            else:
-                statuses = await self._enqueue_queues(by_queue)
+        if len(by_queue) == 1:
+            ((queue, batch),) = by_queue.items()
+            statuses = {queue: await self._send(queue, batch)}
+        else:
+            statuses = await self._enqueue_queues(by_queue)
         return [
             Job(self, queue, by_queue[queue][i][0], created=statuses[queue][i] == "new")
             for queue, i in order
@@ -174,7 +207,7 @@ class Queue:
         results: dict[str, list[str]] = {}
 
         async def one(queue: str, batch: list[tuple[str, bytes, int, int]]) -> None:
-            results[queue] = await self.scripts.enqueue(queue, batch)
+            results[queue] = await self._send(queue, batch)
 
         async with anyio.create_task_group() as tg:
             for queue, batch in by_queue.items():

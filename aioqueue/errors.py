@@ -3,9 +3,13 @@
     AioqueueError
     ├── ConfigurationError      bad settings, a task or worker that cannot be used
     ├── SerializationError      an argument or result the serializer cannot encode
+    │   └── PayloadTooLarge     an encoded job or result over its size limit
     ├── RedisUnavailable        Redis did not answer within the timeout
+    ├── RedisOutOfMemory        Redis refuses new jobs: maxmemory reached (noeviction)
+    ├── QueueFull               the queue holds ``max_length`` jobs already (backpressure)
     ├── UnknownTaskError        a job names a task the worker does not know
     ├── MalformedJobError       bytes in Redis that are not a job this version can read
+    │   └── SignatureError      a job not signed with the worker's signing key
     └── JobError                about one job, carries its ``job_id``
         ├── JobFailed           the job raised; carries the remote type, message, traceback
         │   └── JobTimedOut     the job ran past its timeout
@@ -27,10 +31,14 @@ __all__ = [
     "JobNotFound",
     "JobTimedOut",
     "MalformedJobError",
+    "PayloadTooLarge",
+    "QueueFull",
+    "RedisOutOfMemory",
     "RedisUnavailable",
     "ResultTimeout",
     "Retry",
     "SerializationError",
+    "SignatureError",
     "UnknownTaskError",
 ]
 
@@ -47,8 +55,20 @@ class SerializationError(AioqueueError):
     """A value the serializer cannot encode or bytes it cannot decode."""
 
 
+class PayloadTooLarge(SerializationError):
+    """An encoded job or result is larger than the configured limit."""
+
+
 class RedisUnavailable(AioqueueError):
     """Redis could not be reached, or did not answer in time."""
+
+
+class RedisOutOfMemory(AioqueueError):
+    """Redis is at maxmemory and refuses new jobs; running jobs still finish."""
+
+
+class QueueFull(AioqueueError):
+    """The queue already holds its ``max_length`` jobs."""
 
 
 class UnknownTaskError(AioqueueError):
@@ -57,6 +77,10 @@ class UnknownTaskError(AioqueueError):
 
 class MalformedJobError(AioqueueError):
     """Bytes found in Redis that are not a job this version can read."""
+
+
+class SignatureError(MalformedJobError):
+    """A job whose HMAC signature is missing or does not match the signing key."""
 
 
 class JobError(AioqueueError):

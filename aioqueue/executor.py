@@ -16,10 +16,12 @@ from typing import Any
 import anyio
 import structlog
 
+from aioqueue import signing
 from aioqueue.context import JobContext, _current
 from aioqueue.errors import (
     JobAborted,
     MalformedJobError,
+    PayloadTooLarge,
     Retry,
     SerializationError,
     UnknownTaskError,
@@ -92,6 +94,8 @@ class Executor:
         worker_id: str,
         state: dict[str, Any],
         thread_limiter: anyio.CapacityLimiter,
+        signing_key: bytes | str | None = None,
+        max_result_size: int | None = None,
     ) -> None:
         self.tasks = tasks
         self.serializer = serializer
@@ -99,12 +103,17 @@ class Executor:
         self.worker_id = worker_id
         self.state = state
         self.thread_limiter = thread_limiter
+        self.signing_key = signing_key
+        self.max_result_size = max_result_size
 
     async def run(self, running: Running) -> Outcome | None:
         """The outcome to record, or None when the delivery is no longer ours."""
         job = running.job
         try:
-            envelope = decode_envelope(job.payload)
+            raw = job.payload
+            if self.signing_key is not None:
+                raw = signing.verify(self.signing_key, raw)
+            envelope = decode_envelope(raw)
         except MalformedJobError as exc:
             log.error("job.malformed", job_id=job.id, queue=job.queue, error=str(exc))
             return Outcome("quarantine", str(exc).encode())
@@ -152,6 +161,10 @@ class Executor:
                 timed_out = True
                 raise TimeoutError(f"job timed out after {timeout}s")
             blob = self.serializer.dumps(result)
+            if self.max_result_size is not None and len(blob) > self.max_result_size:
+                raise PayloadTooLarge(
+                    f"result is {len(blob)} bytes; the limit is {self.max_result_size}"
+                )
         except Retry as exc:
             return self._retry_or_dead(job, task, exc, max_attempts, ttl_ms, exc.defer, start)
         except SerializationError as exc:

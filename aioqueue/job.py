@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from aioqueue import signing
 from aioqueue.errors import MalformedJobError
 
 __all__ = ["ErrorInfo", "JobInfo", "JobStatus"]
@@ -67,7 +68,7 @@ def decode_envelope(raw: bytes | None) -> Envelope:
     if raw is None:
         raise MalformedJobError("job has no payload")
     try:
-        envelope = _envelope_decoder.decode(raw)
+        envelope = _envelope_decoder.decode(signing.strip(raw))
     except (msgspec.DecodeError, ValueError) as exc:
         raise MalformedJobError(f"unreadable payload: {exc}") from exc
     if envelope.v != ENVELOPE_VERSION:

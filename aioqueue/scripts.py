@@ -14,9 +14,9 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
-from aioqueue.errors import RedisUnavailable
+from aioqueue.errors import QueueFull, RedisOutOfMemory, RedisUnavailable
 from aioqueue.keys import queue_prefix
 
 _SOURCE = resources.files("aioqueue").joinpath("lua/aioqueue.lua").read_text()
@@ -67,12 +67,25 @@ class Scripts:
                         raise
                 await self.load()
                 return await self.redis.fcall(_FN + name, 1, queue_prefix(queue), *args)
+        except OutOfMemoryError as exc:
+            raise RedisOutOfMemory(f"Redis refused {name}: {exc}") from None
+        except ResponseError as exc:
+            message = str(exc)
+            if message.startswith("QUEUEFULL"):
+                raise QueueFull(message.removeprefix("QUEUEFULL ")) from None
+            raise
         except TimeoutError:
             raise RedisUnavailable(f"Redis did not answer {name} within {self.timeout}s") from None
 
-    async def enqueue(self, queue: str, jobs: list[tuple[str, bytes, int, int]]) -> list[str]:
-        """jobs: (id, payload, delay_ms, at_ms). Returns 'new' or the existing status, per job."""
-        flat: list[Any] = []
+    async def enqueue(
+        self, queue: str, jobs: list[tuple[str, bytes, int, int]], max_length: int = 0
+    ) -> list[str]:
+        """jobs: (id, payload, delay_ms, at_ms). Returns 'new' or the existing status, per job.
+
+        max_length > 0 refuses the whole batch (``QueueFull``) when the queue's
+        queued and scheduled jobs plus the batch would exceed it.
+        """
+        flat: list[Any] = [max_length]
         for job in jobs:
             flat.extend(job)
         out = await self._call("enqueue", queue, *flat)

@@ -63,7 +63,9 @@ class Worker:
     of a free slot while jobs are short (default: concurrency); they go back at
     once when the worker stops. lease: seconds a delivery is held without a
     heartbeat before another worker may take it. grace: seconds running jobs get
-    to finish when the worker stops.
+    to finish when the worker stops. max_result_size: largest encoded result in
+    bytes (a larger one fails the job). signing_key: run only jobs signed with
+    it (see ``aioqueue.signing``); others are set aside.
     """
 
     def __init__(
@@ -85,6 +87,8 @@ class Worker:
         on_shutdown: Iterable[Hook] = (),
         max_jobs: int | None = None,
         prefetch: int | None = None,
+        max_result_size: int | None = 1 << 20,
+        signing_key: bytes | str | None = None,
         name: str | None = None,
     ) -> None:
         if concurrency < 1:
@@ -104,6 +108,8 @@ class Worker:
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
         self.max_jobs = max_jobs
+        self.max_result_size = max_result_size
+        self.signing_key = signing_key
         self.tasks: dict[str, Task[Any, Any]] = {}
         for t in tasks:
             self.register(t)
@@ -211,6 +217,8 @@ class Worker:
                 self.id,
                 self.state,
                 anyio.CapacityLimiter(self.sync_threads),
+                self.signing_key,
+                self.max_result_size,
             )
             send, receive = anyio.create_memory_object_stream[Running](
                 self.concurrency + self.prefetch

@@ -20,12 +20,16 @@ EXPECTED = {
     "JsonSerializer",
     "MalformedJobError",
     "MsgpackSerializer",
+    "PayloadTooLarge",
     "Queue",
+    "QueueFull",
+    "RedisOutOfMemory",
     "RedisUnavailable",
     "ResultTimeout",
     "Retry",
     "SerializationError",
     "Serializer",
+    "SignatureError",
     "Task",
     "UnknownTaskError",
     "Worker",
@@ -53,7 +57,18 @@ def test_every_error_has_the_common_base() -> None:
         getattr(aioqueue, n)
         for n in aioqueue.__all__
         if n.endswith(
-            ("Error", "Failed", "Aborted", "NotFound", "Timeout", "Unavailable", "TimedOut")
+            (
+                "Error",
+                "Failed",
+                "Aborted",
+                "NotFound",
+                "Timeout",
+                "Unavailable",
+                "TimedOut",
+                "Full",
+                "Large",
+                "Memory",
+            )
         )
     ]
     assert errors

@@ -137,15 +137,25 @@ local function next_event(prefix, now)
   return best
 end
 
---[[ enqueue(prefix; now_hint, [id, payload, delay_ms, at_ms] ...)
-Returns per job: 'new' or the status of the job that already has this id. ]]
+--[[ enqueue(prefix; max_length, [id, payload, delay_ms, at_ms] ...)
+Returns per job: 'new' or the status of the job that already has this id.
+With max_length > 0 the whole batch is refused (error QUEUEFULL) when the
+queued and scheduled jobs plus the batch would exceed it. ]]
 local function enqueue(keys, args)
   local prefix = keys[1]
   guard(prefix)
+  local max_length = tonumber(args[1])
+  if max_length > 0 then
+    local held = redis.call('LLEN', prefix .. 'ready') + redis.call('ZCARD', prefix .. 'sched')
+    if held + (#args - 1) / 4 > max_length then
+      return redis.error_reply('QUEUEFULL queue ' .. prefix .. ' holds ' .. held
+        .. ' jobs; its limit is ' .. max_length)
+    end
+  end
   local now = now_ms()
   local out = {}
   local pushed = {}
-  for i = 1, #args, 4 do
+  for i = 2, #args, 4 do
     local id, payload = args[i], args[i + 1]
     local delay, at = tonumber(args[i + 2]), tonumber(args[i + 3])
     local jkey = prefix .. 'j:' .. id
@@ -419,13 +429,19 @@ local function register(name, fn, flags)
   }
 end
 
+-- When Redis is out of memory (maxmemory, noeviction) new work is refused:
+-- enqueue and requeue fail fast with OOM. Everything that finishes or frees
+-- work already accepted must still go through, or running jobs could neither
+-- be acknowledged nor drain the queue: those functions are `allow-oom`.
+local DRAIN = {'allow-oom'}
+
 register('enqueue', enqueue)
-register('claim', claim)
-register('finish', finish)
-register('heartbeat', heartbeat)
-register('deregister', deregister)
-register('abort', abort)
-register('watch', watch)
-register('quarantine', quarantine)
 register('requeue', requeue)
-register('purge', purge)
+register('claim', claim, DRAIN)
+register('finish', finish, DRAIN)
+register('heartbeat', heartbeat, DRAIN)
+register('deregister', deregister, DRAIN)
+register('abort', abort, DRAIN)
+register('watch', watch, DRAIN)
+register('quarantine', quarantine, DRAIN)
+register('purge', purge, DRAIN)
