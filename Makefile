@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench redis-server clean format
+.PHONY: test lint typecheck pytest demo bench chaos redis-server clean format
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,3 +47,7 @@ demo: $(STAMP) redis-server
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
+
+# The chaos suite's long form (the short form runs in `make test`).
+chaos: $(STAMP) redis-server
+	AIOQUEUE_CHAOS=long $(BIN)/pytest -q -s tests/chaos

@@ -53,6 +53,7 @@ log = structlog.get_logger("aioqueue.worker")
 
 IDLE_WAIT = 5.0  # longest a worker blocks without a look at its queues
 PREFETCH_JOB_TIME = 0.02  # mean job seconds under which a worker prefetches
+MAX_BACKOFF = 2.0  # longest wait between reconnect attempts: back within 2 s of Redis
 REGISTRY_TTL = 60.0
 
 
@@ -269,7 +270,7 @@ class Worker:
             except UNAVAILABLE as exc:
                 log.warning("worker.redis_unavailable", error=str(exc), retry_in=backoff)
                 await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _check_redis(self) -> None:
         """Warns when Redis may lose jobs: eviction allowed, or no persistence."""
@@ -336,7 +337,7 @@ class Worker:
             except UNAVAILABLE as exc:
                 log.warning("worker.redis_unavailable", error=str(exc), retry_in=backoff)
                 await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             backoff = 0.05
             backlog = len(claimed) == want
@@ -463,7 +464,7 @@ class Worker:
                     pending=len(self._outcomes),
                 )
                 await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _write(self, batch: list[tuple[Running, Outcome]]) -> None:
         by_queue: dict[str, list[tuple[str, str, str, bytes, int, int]]] = {}
@@ -537,7 +538,7 @@ class Worker:
             except UNAVAILABLE as exc:
                 log.warning("worker.abort_listener_disconnected", error=str(exc), retry_in=backoff)
                 await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _deregister(self) -> None:
         with anyio.move_on_after(2.0, shield=True):
