@@ -229,3 +229,20 @@ def test_burst_with_processes_exits_once_drained(
     assert sup.wait() == 0
     assert results(redis_url, queue_name, ids) == [i + 1 for i in range(20)]
     assert len(sup.matching("supervisor.child_drained")) == 2
+
+
+def test_second_sigint_stops_fast_and_hands_the_job_back(
+    supervise: Factory, sync_redis: redis.Redis, redis_url: str, queue_name: str
+) -> None:
+    sup = supervise("--processes", "1")
+    sup.wait_for("supervisor.child_ready")
+    key = f"{queue_name}:started"
+    (job_id,) = enqueue(redis_url, queue_name, [tasks.signal_and_sleep.call(redis_url, key, 60)])
+    wait_started(sync_redis, key, 1)
+    sup.send(signal.SIGINT)
+    sup.wait_for("worker.draining")  # the 60 s job holds the drain (grace 30 s)
+    sup.send(signal.SIGINT)
+    sup.wait_for("supervisor.stopping", fast=True)
+    assert sup.wait() == 0
+    (info,) = infos(redis_url, queue_name, [job_id])
+    assert info.status is JobStatus.QUEUED and info.attempts == 0  # handed back at once
