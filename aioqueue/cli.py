@@ -1,14 +1,27 @@
-"""The ``aioqueue`` command. The only place that configures logging and picks uvloop."""
+"""The ``aioqueue`` command. The only place that configures logging and picks uvloop.
+
+    aioqueue run app.tasks:worker [--processes N] [--burst] [--dev] [--reload] ...
+    aioqueue enqueue app.tasks:send_email '"a@b.c"' --wait
+    aioqueue info | jobs failed | jobs retry | jobs purge | check
+
+Settings of ``run``: a CLI flag wins over its AIOQUEUE_* environment variable,
+which wins over the Worker object's own value (see ``aioqueue.supervisor``).
+Errors a user can fix (a bad import path, Redis unreachable) print one line and
+exit 2; ``check`` exits 1 when no worker is alive.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
+from aioqueue.cli_admin import check, enqueue, info, jobs
+from aioqueue.connection import UNAVAILABLE
 from aioqueue.errors import AioqueueError, ConfigurationError
 from aioqueue.logging import configure
 from aioqueue.worker import Worker
@@ -52,7 +65,26 @@ def run_worker(worker: Worker, *, use_uvloop: bool = True) -> None:
     anyio.run(main, backend_options={"use_uvloop": use_uvloop})
 
 
-@click.group()
+class Failed(click.ClickException):
+    """A one-line error for the user, never a traceback."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"aioqueue: {self.format_message()}", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AioqueueError as exc:
+            raise Failed(str(exc)) from None
+        except UNAVAILABLE as exc:  # a raw connection error that escaped the mapping
+            raise Failed(f"Redis is unavailable: {exc}") from None
+
+
+@click.group(cls=_Group)
 @click.option(
     "--log-format",
     type=click.Choice(["console", "json"]),
@@ -67,36 +99,132 @@ def run_worker(worker: Worker, *, use_uvloop: bool = True) -> None:
     envvar="AIOQUEUE_LOG_LEVEL",
     show_default=True,
 )
-def cli(log_format: str, log_level: str) -> None:
+@click.pass_context
+def cli(ctx: click.Context, log_format: str, log_level: str) -> None:
     """aioqueue: an asyncio job queue on Redis."""
-    configure(fmt=log_format, level=log_level)
+    ctx.obj = {"log_format": log_format, "log_level": log_level}
 
 
-@cli.command()
+RUN_HELP = """Run the worker TARGET (module:attribute, a Worker or a function returning one).
+
+By default a supervisor runs --processes worker processes (default: the CPUs
+available), restarts crashed or unresponsive ones with backoff and forwards
+signals: SIGTERM/SIGINT drain and exit 0, a second one or SIGQUIT stops fast,
+SIGHUP restarts the processes one at a time, SIGTTIN/SIGTTOU add or remove one.
+--processes 0 runs the worker in this process, without a supervisor.
+
+Precedence of settings: a flag here, else its AIOQUEUE_* environment variable
+(shown with each flag), else the value the Worker object was built with.
+"""
+
+
+@cli.command(help=RUN_HELP)
 @click.argument("target")
-@click.option("--redis-url", envvar="AIOQUEUE_REDIS_URL", help="Overrides the worker's Redis URL.")
-@click.option("--queues", envvar="AIOQUEUE_QUEUES", help="Comma-separated, highest priority first.")
 @click.option(
-    "--concurrency", type=int, envvar="AIOQUEUE_CONCURRENCY", help="Jobs at once per process."
+    "--processes",
+    type=click.IntRange(min=0),
+    envvar="AIOQUEUE_PROCESSES",
+    show_envvar=True,
+    help="Worker processes to supervise; 0: run in this process.  [default: CPUs]",
+)
+@click.option("--redis-url", envvar="AIOQUEUE_REDIS_URL", show_envvar=True)
+@click.option(
+    "--queues",
+    envvar="AIOQUEUE_QUEUES",
+    show_envvar=True,
+    help="Comma-separated, highest priority first.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    envvar="AIOQUEUE_CONCURRENCY",
+    show_envvar=True,
+    help="Jobs at once per process.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    envvar="AIOQUEUE_GRACE",
+    show_envvar=True,
+    help="Seconds running jobs get to finish on SIGTERM.",
+)
+@click.option(
+    "--burst/--no-burst",
+    default=None,
+    envvar="AIOQUEUE_BURST",
+    show_envvar=True,
+    help="Exit 0 once the queues are drained.",
+)
+@click.option(
+    "--max-jobs-per-child",
+    type=click.IntRange(min=1),
+    envvar="AIOQUEUE_MAX_JOBS_PER_CHILD",
+    show_envvar=True,
+    help="Replace a process after this many jobs (drained first).",
+)
+@click.option(
+    "--max-memory-per-child",
+    envvar="AIOQUEUE_MAX_MEMORY_PER_CHILD",
+    show_envvar=True,
+    help="Replace a process whose RSS exceeds this (512M, 2G; Linux).",
+)
+@click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="AIOQUEUE_PID_FILE",
+    show_envvar=True,
+    help="Write the supervisor's pid here.",
+)
+@click.option("--reload", is_flag=True, help="Development: restart processes when code changes.")
+@click.option(
+    "--reload-dir",
+    "reload_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Directory to watch with --reload (repeatable).  [default: .]",
+)
+@click.option(
+    "--dev",
+    is_flag=True,
+    envvar="AIOQUEUE_DEV",
+    show_envvar=True,
+    help="No Redis configured or answering: start a private one under ./.aioqueue/.",
+)
+@click.option(
+    "--ping-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    envvar="AIOQUEUE_PING_TIMEOUT",
+    show_envvar=True,
+    show_default=True,
+    help="Seconds a process's event loop may leave a ping unanswered.",
+)
+@click.option(
+    "--restart-backoff",
+    type=click.FloatRange(min=0.0),
+    default=0.5,
+    envvar="AIOQUEUE_RESTART_BACKOFF",
+    show_envvar=True,
+    show_default=True,
+    help="First delay before restarting a crashed process; doubles while it keeps crashing.",
 )
 @click.option("--no-uvloop", is_flag=True, help="Use the default asyncio event loop.")
-def run(
-    target: str, redis_url: str | None, queues: str | None, concurrency: int | None, no_uvloop: bool
-) -> None:
-    """Run the worker TARGET (module:attribute)."""
-    worker = load_worker(target)
-    if redis_url:
-        worker.redis_url = redis_url
-    if queues:
-        worker.set_queues(q.strip() for q in queues.split(","))
-    if concurrency:
-        worker.concurrency = concurrency
-    run_worker(worker, use_uvloop=not no_uvloop)
+@click.option("--child", is_flag=True, hidden=True)
+@click.pass_context
+def run(ctx: click.Context, /, target: str, **opts: Any) -> None:
+    from aioqueue.runner import RunOptions, run_target
+
+    configure(fmt=ctx.obj["log_format"], level=ctx.obj["log_level"])
+    cli_args = ["--log-format", ctx.obj["log_format"], "--log-level", ctx.obj["log_level"]]
+    code = run_target(target, RunOptions(**opts), cli_args)
+    ctx.exit(code)
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except AioqueueError as exc:
-        click.echo(f"aioqueue: {exc}", err=True)
-        sys.exit(2)
+    cli()
+
+
+cli.add_command(enqueue)
+cli.add_command(info)
+cli.add_command(jobs)
+cli.add_command(check)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 PREFIX = "aq"
+THROUGHPUT_BUCKET_MS = 10_000  # the Lua `finish` counts finished jobs per bucket of this size
 _NAME = re.compile(r"^[^\s{}\x00]{1,200}$")
 _JOB_ID = re.compile(r"^[^\s\x00]{1,200}$")
 
@@ -68,6 +69,10 @@ class QueueKeys:
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}j:{job_id}"
+
+    def finished_in(self, bucket: int) -> str:
+        """Count of jobs finished in 10-second bucket ``bucket`` (ms // THROUGHPUT_BUCKET_MS)."""
+        return f"{self.prefix}tput:{bucket}"
 
 
 def client_channel(client_id: str) -> str:

@@ -14,6 +14,10 @@ Stopping (``stop()``, or SIGTERM/SIGINT when ``handle_signals``): fetching stops
 jobs claimed but not started go back at once, running jobs get ``grace`` seconds,
 then are cancelled and handed back; outcomes are flushed; the worker deregisters.
 A second stop request skips what is left of the grace period.
+
+Burst mode (``burst=True``) stops the worker by itself once a claim finds no
+ready job and none of its own jobs runs: the queues are drained. Jobs scheduled
+for later (delays, retry backoffs) stay for the next run.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ class Worker:
         max_result_size: int | None = 1 << 20,
         signing_key: bytes | str | None = None,
         name: str | None = None,
+        burst: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
@@ -111,6 +116,7 @@ class Worker:
         self.max_jobs = max_jobs
         self.max_result_size = max_result_size
         self.signing_key = signing_key
+        self.burst = burst
         self.tasks: dict[str, Task[Any, Any]] = {}
         for t in tasks:
             self.register(t)
@@ -342,7 +348,12 @@ class Worker:
             backoff = 0.05
             backlog = len(claimed) == want
             if not claimed:
-                if wait_ms != 0:
+                if self.burst:
+                    if not self._running:
+                        self.stop()  # drained: the queues are empty and nothing runs here
+                        return
+                    await self._burst_wait(wait_ms)
+                elif wait_ms != 0:
                     await self._block(wait_ms)
                 continue
             batch = [Running(job) for job in claimed]
@@ -380,6 +391,19 @@ class Worker:
         except UNAVAILABLE as exc:
             log.warning("worker.redis_unavailable", error=str(exc))
             await anyio.sleep(1.0)
+
+    async def _burst_wait(self, wait_ms: int) -> None:
+        """Blocks until new work arrives or this worker's last job ends, whichever first."""
+        all_done = self._all_done
+        async with anyio.create_task_group() as tg:
+
+            async def woken() -> None:
+                await self._block(wait_ms)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(woken)
+            await all_done.wait()
+            tg.cancel_scope.cancel()
 
     # -- running -------------------------------------------------------------------
 
@@ -506,6 +530,7 @@ class Worker:
                 "running": len(self._running),
                 "done": self.jobs_done,
                 "seen": time.time(),
+                "lease": self.lease,
             }
         )
         lease_ms = int(self.lease * 1000)

@@ -79,7 +79,17 @@ def spawn_worker(redis_url: str, queue_name: str) -> Iterator[Any]:
             **(env or {}),
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "aioqueue", "run", "tests.apps:worker", *extra],
+            # --processes 0: this process is the worker itself, not a supervisor of workers
+            [
+                sys.executable,
+                "-m",
+                "aioqueue",
+                "run",
+                "tests.apps:worker",
+                "--processes",
+                "0",
+                *extra,
+            ],
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -231,6 +231,17 @@ local function claim(keys, args)
   return out
 end
 
+-- Jobs finished per 10-second bucket (`tput:<bucket>`, kept 2 minutes), for
+-- `aioqueue info`: two commands per finish call, whatever the batch size.
+local TPUT_BUCKET_MS = 10000
+local function count_finished(prefix, now, n)
+  if n > 0 then
+    local key = prefix .. 'tput:' .. math.floor(now / TPUT_BUCKET_MS)
+    redis.call('INCRBY', key, n)
+    redis.call('EXPIRE', key, 120)
+  end
+end
+
 --[[ finish(prefix; [id, token, outcome, blob, ttl_ms, delay_ms] ...)
 outcome: complete | failed | retry | release | aborted.
 Returns per item 1, or 0 when the token no longer owns the job (stale). ]]
@@ -240,6 +251,7 @@ local function finish(keys, args)
   local out = {}
   local counts = {}
   local done = {}
+  local finished = 0
   for i = 1, #args, 6 do
     local id, token, outcome, blob = args[i], args[i + 1], args[i + 2], args[i + 3]
     local ttl, delay = tonumber(args[i + 4]), tonumber(args[i + 5])
@@ -272,6 +284,7 @@ local function finish(keys, args)
         local field = 'r'
         if outcome ~= 'complete' then field = 'e' end
         counts[outcome] = (counts[outcome] or 0) + 1
+        finished = finished + 1
         notify(prefix, id, jkey, outcome, blob, held[3])
         if ttl == 0 and outcome ~= 'failed' then
           redis.call('DEL', jkey)
@@ -292,6 +305,7 @@ local function finish(keys, args)
   for name, n in pairs(counts) do
     redis.call('HINCRBY', prefix .. 'stats', name, n)
   end
+  count_finished(prefix, now, finished)
   return out
 end
 

@@ -1,0 +1,142 @@
+"""``aioqueue run``: resolve the settings, then run one worker here or supervise many.
+
+Precedence: the CLI flag, else its AIOQUEUE_* variable (click merges those two
+into ``RunOptions``, None when neither is given), else the Worker's own value.
+Supervised children get the resolved values in their environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import structlog
+
+from aioqueue.child import CONTROL_FD_ENV, run_supervised
+from aioqueue.cli import load_worker, run_worker
+from aioqueue.connection import DEFAULT_URL, redact
+from aioqueue.devredis import DevRedis, answers
+from aioqueue.errors import ConfigurationError
+from aioqueue.supervisor import Supervisor, SupervisorConfig, default_processes, parse_size
+from aioqueue.worker import Worker
+
+__all__ = ["RunOptions", "run_target"]
+
+log = structlog.get_logger("aioqueue.run")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    processes: int | None = None
+    redis_url: str | None = None
+    queues: str | None = None
+    concurrency: int | None = None
+    grace: float | None = None
+    burst: bool | None = None
+    max_jobs_per_child: int | None = None
+    max_memory_per_child: str | None = None
+    pid_file: Path | None = None
+    reload: bool = False
+    reload_dirs: tuple[Path, ...] = ()
+    dev: bool = False
+    ping_timeout: float = 30.0
+    restart_backoff: float = 0.5
+    no_uvloop: bool = False
+    child: bool = False
+
+    def apply(self, worker: Worker) -> None:
+        """Overrides the worker's own values with the ones given here."""
+        if self.redis_url:
+            worker.redis_url = self.redis_url
+        if self.queues:
+            worker.set_queues(q.strip() for q in self.queues.split(",") if q.strip())
+        if self.concurrency is not None:
+            worker.concurrency = self.concurrency
+        if self.grace is not None:
+            worker.grace = self.grace
+        if self.burst is not None:
+            worker.burst = self.burst
+        if self.max_jobs_per_child is not None:
+            worker.max_jobs = self.max_jobs_per_child
+
+    def child_env(self) -> dict[str, str]:
+        """The given worker settings as the environment of supervised children."""
+        given = {
+            "AIOQUEUE_REDIS_URL": self.redis_url,
+            "AIOQUEUE_QUEUES": self.queues,
+            "AIOQUEUE_CONCURRENCY": self.concurrency,
+            "AIOQUEUE_GRACE": self.grace,
+            "AIOQUEUE_BURST": None if self.burst is None else ("1" if self.burst else "0"),
+            "AIOQUEUE_MAX_JOBS_PER_CHILD": self.max_jobs_per_child,
+        }
+        return {name: str(value) for name, value in given.items() if value is not None}
+
+
+def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:
+    """Runs ``aioqueue run TARGET``; returns the process exit code."""
+    worker = load_worker(target)  # in the supervisor too: a bad target fails here, once
+    opts.apply(worker)
+    use_uvloop = not opts.no_uvloop
+    if opts.child:
+        fd = int(os.environ[CONTROL_FD_ENV])
+        anyio.run(run_supervised, worker, fd, backend_options={"use_uvloop": use_uvloop})
+        return 0
+    processes = opts.processes if opts.processes is not None else default_processes()
+    max_memory = _size(opts.max_memory_per_child)
+    if processes == 0 and (opts.reload or max_memory is not None):
+        raise ConfigurationError("--reload and --max-memory-per-child need --processes 1 or more")
+    child_env = opts.child_env()
+    dev: DevRedis | None = None
+    try:
+        if opts.dev and opts.redis_url is None and worker.redis_url == DEFAULT_URL:
+            if answers(DEFAULT_URL):
+                log.info("devredis.not_needed", url=redact(DEFAULT_URL))
+            else:
+                dev = DevRedis()
+                worker.redis_url = child_env["AIOQUEUE_REDIS_URL"] = dev.start()
+        if processes == 0:
+            run_worker(worker, use_uvloop=use_uvloop)
+            return 0
+        config = SupervisorConfig(
+            target=target,
+            processes=processes,
+            child_env=child_env,
+            cli_args=cli_args,
+            run_args=[] if use_uvloop else ["--no-uvloop"],
+            grace=worker.grace,
+            lease=worker.lease,
+            burst=worker.burst,
+            max_memory=max_memory,
+            ping_interval=min(1.0, opts.ping_timeout / 4),
+            ping_timeout=opts.ping_timeout,
+            restart_backoff=opts.restart_backoff,
+            pid_file=opts.pid_file,
+            reload_dirs=_reload_dirs(opts),
+        )
+        return Supervisor(config).run()
+    finally:
+        if dev is not None:
+            dev.stop()
+
+
+def _size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"--max-memory-per-child: {exc}") from None
+
+
+def _reload_dirs(opts: RunOptions) -> list[Path]:
+    if not opts.reload:
+        return []
+    try:
+        import watchfiles  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "--reload needs watchfiles: pip install 'aioqueue[reload]'"
+        ) from None
+    return list(opts.reload_dirs) or [Path.cwd()]
