@@ -48,6 +48,8 @@ class WorkerPool:
                 "--log-level",
                 "warning",
                 "run",
+                "--processes",
+                "0",  # the test itself plays the supervisor
                 "tests.chaos.jobs:worker",
             ],
             env=env,
