@@ -42,6 +42,7 @@ class QueueKeys:
     __slots__ = (
         "abort",
         "active",
+        "cron",
         "dead",
         "garbage",
         "prefix",
@@ -65,9 +66,18 @@ class QueueKeys:
         self.winfo = p + "winfo"
         self.garbage = p + "garbage"
         self.abort = p + "abort"
+        self.cron = p + "cron"  # hash: cron job name -> last tick fired (ms)
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}j:{job_id}"
+
+    def lock(self, name: str) -> str:
+        """Held by the delivery running a job with this lock: '<job id> <token>'."""
+        return f"{self.prefix}lock:{name}"
+
+    def lockq(self, name: str) -> str:
+        """Jobs parked until this lock is free, oldest first."""
+        return f"{self.prefix}lockq:{name}"
 
 
 def client_channel(client_id: str) -> str:
