@@ -27,7 +27,7 @@ from aioqueue.errors import PayloadTooLarge, QueueFull, RedisUnavailable
 from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue.keys import check_queue_name
 from aioqueue.results import Job, ResultWaiter
-from aioqueue.scripts import Scripts
+from aioqueue.scripts import EnqueueWire, Scripts
 from aioqueue.serializers import Serializer, get_serializer
 from aioqueue.task import DEFAULT_QUEUE, DEFAULT_RESULT_TTL, Call, Task, task_ref
 
@@ -133,7 +133,7 @@ class Queue:
 
     def _encode(
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[str, tuple[str, bytes, int, int]]:
+    ) -> tuple[str, EnqueueWire]:
         opts = task.defaults
         queue = opts.queue or self.name
         data = self.serializer.dumps([list(args), kwargs])
@@ -142,6 +142,7 @@ class Queue:
         )
         delay = opts.delay.total_seconds() if isinstance(opts.delay, timedelta) else opts.delay
         delay_ms = int(delay * 1000) if delay else 0
+        # `at` is an absolute instant, sent as such; `delay` is added to the Redis clock
         at_ms = int(opts.at.timestamp() * 1000) if opts.at is not None else 0
         payload = encode_envelope(envelope)
         if self.max_payload is not None and len(payload) > self.max_payload:
@@ -150,9 +151,10 @@ class Queue:
             )
         if self.signing_key is not None:
             payload = signing.sign(self.signing_key, payload)
-        return queue, (opts.job_id or new_job_id(), payload, delay_ms, at_ms)
+        lock = task.lock_wire(args, kwargs)
+        return queue, (opts.job_id or new_job_id(), payload, delay_ms, at_ms, lock)
 
-    async def _send(self, queue: str, batch: list[tuple[str, bytes, int, int]]) -> list[str]:
+    async def _send(self, queue: str, batch: list[EnqueueWire]) -> list[str]:
         with mapped_errors(self.url):
             if not self.wait_when_full:
                 return await self.scripts.enqueue(queue, batch, self.max_length)
@@ -181,7 +183,7 @@ class Queue:
 
     async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:
         """Adds many jobs in one round trip; handles come back in the same order."""
-        by_queue: dict[str, list[tuple[str, bytes, int, int]]] = {}
+        by_queue: dict[str, list[EnqueueWire]] = {}
         order: list[tuple[str, int]] = []
         for call in calls:
             queue, wire = self._encode(call.task, call.args, call.kwargs)
@@ -200,13 +202,11 @@ class Queue:
             for queue, i in order
         ]
 
-    async def _enqueue_queues(
-        self, by_queue: dict[str, list[tuple[str, bytes, int, int]]]
-    ) -> dict[str, list[str]]:
+    async def _enqueue_queues(self, by_queue: dict[str, list[EnqueueWire]]) -> dict[str, list[str]]:
         # Each queue lives in its own slot: one call per queue, sent together.
         results: dict[str, list[str]] = {}
 
-        async def one(queue: str, batch: list[tuple[str, bytes, int, int]]) -> None:
+        async def one(queue: str, batch: list[EnqueueWire]) -> None:
             results[queue] = await self._send(queue, batch)
 
         async with anyio.create_task_group() as tg:

@@ -43,6 +43,7 @@ class QueueKeys:
     __slots__ = (
         "abort",
         "active",
+        "cron",
         "dead",
         "garbage",
         "prefix",
@@ -66,6 +67,7 @@ class QueueKeys:
         self.winfo = p + "winfo"
         self.garbage = p + "garbage"
         self.abort = p + "abort"
+        self.cron = p + "cron"  # hash: cron job name -> last tick fired (ms)
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}j:{job_id}"
@@ -73,6 +75,14 @@ class QueueKeys:
     def finished_in(self, bucket: int) -> str:
         """Count of jobs finished in 10-second bucket ``bucket`` (ms // THROUGHPUT_BUCKET_MS)."""
         return f"{self.prefix}tput:{bucket}"
+
+    def lock(self, name: str) -> str:
+        """Held by the delivery running a job with this lock: '<job id> <token>'."""
+        return f"{self.prefix}lock:{name}"
+
+    def lockq(self, name: str) -> str:
+        """Jobs parked until this lock is free, oldest first."""
+        return f"{self.prefix}lockq:{name}"
 
 
 def client_channel(client_id: str) -> str:

@@ -28,6 +28,9 @@ _FN = f"aq_{VERSION}_"
 PROMOTE_LIMIT = 300
 
 
+EnqueueWire = tuple[str, bytes, int, int, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """One delivery handed to a worker by ``claim``."""
@@ -80,10 +83,10 @@ class Scripts:
         except TimeoutError:
             raise RedisUnavailable(f"Redis did not answer {name} within {self.timeout}s") from None
 
-    async def enqueue(
-        self, queue: str, jobs: list[tuple[str, bytes, int, int]], max_length: int = 0
-    ) -> list[str]:
-        """jobs: (id, payload, delay_ms, at_ms). Returns 'new' or the existing status, per job.
+    async def enqueue(self, queue: str, jobs: list[EnqueueWire], max_length: int = 0) -> list[str]:
+        """jobs: (id, payload, delay_ms, at_ms, lock). Returns 'new' or the existing status.
+
+        lock: '' or the mode letter ('w' wait, 'd' drop) then the lock's name.
 
         max_length > 0 refuses the whole batch (``QueueFull``) when the queue's
         queued and scheduled jobs plus the batch would exceed it.
@@ -96,8 +99,12 @@ class Scripts:
 
     async def claim(
         self, queue: str, n: int, worker: str, lease_ms: int, promote_limit: int = PROMOTE_LIMIT
-    ) -> tuple[int, list[Claimed]]:
-        """Up to n deliveries, and the ms an idle worker may wait (-1: nothing pending)."""
+    ) -> tuple[float, list[Claimed]]:
+        """Up to n deliveries, and the ms an idle worker may wait (-1: nothing pending).
+
+        The wait has microsecond precision: a worker waiting for a due time
+        must not add up to a millisecond of rounding to it.
+        """
         out = await self._call("claim", queue, n, worker, lease_ms, promote_limit)
         jobs = [
             Claimed(
@@ -110,7 +117,8 @@ class Scripts:
             )
             for i in range(1, len(out), 5)
         ]
-        return int(out[0]), jobs
+        wait_us = int(out[0])
+        return (wait_us / 1000 if wait_us >= 0 else -1.0), jobs
 
     async def finish(
         self, queue: str, items: list[tuple[str, str, str, bytes, int, int]]
@@ -159,3 +167,11 @@ class Scripts:
 
     async def purge(self, queue: str, ids: list[str]) -> int:
         return int(await self._call("purge", queue, *ids)) if ids else 0
+
+    async def cron_fire(
+        self, queue: str, name: str, tick_ms: int, job_id: str, payload: bytes, lock: str
+    ) -> tuple[str, int]:
+        """Fires one cron tick unless another worker did: ('fired' | 'dup' | 'overlap',
+        Redis time in ms) or ('early', ms until the tick by the Redis clock)."""
+        status, ms = await self._call("cron_fire", queue, name, tick_ms, job_id, payload, lock)
+        return status.decode(), int(ms)

@@ -4,6 +4,13 @@
 ``queue.enqueue(f, 1)`` type-checks its arguments and returns ``Job[str]``.
 Per-call options (job id, delay, ...) go through ``f.options(...)`` and never
 mix with the function's own keyword arguments.
+
+Uniqueness: ``@task(unique=True)`` lets at most one job of the task run at a
+time (per queue) across all workers; ``unique_key=lambda user_id: str(user_id)``
+narrows that to jobs whose arguments give the same key. A job that finds the
+lock taken waits (``on_locked="wait"``: parked until the holder ends, no
+polling) or is dropped (``on_locked="drop"``: it ends as aborted). The lock is
+taken by the claim itself and lapses with the holder's lease if its worker dies.
 """
 
 from __future__ import annotations
@@ -12,12 +19,12 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from aioqueue.errors import ConfigurationError
 from aioqueue.keys import check_job_id, check_queue_name
 
-__all__ = ["Call", "JobOptions", "Task", "task", "task_ref"]
+__all__ = ["Call", "JobOptions", "Task", "TaskLock", "task", "task_ref"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -25,6 +32,25 @@ R = TypeVar("R")
 DEFAULT_QUEUE = "default"
 DEFAULT_RESULT_TTL = 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
+
+OnLocked = Literal["wait", "drop"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLock:
+    """At most one job of a task (per ``key`` of its arguments) runs at a time."""
+
+    key: Callable[..., object] | None = None
+    on_locked: OnLocked = "wait"
+
+    def __post_init__(self) -> None:
+        if self.on_locked not in ("wait", "drop"):
+            raise ConfigurationError("on_locked must be 'wait' or 'drop'")
+
+    def wire(self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The job's lock field: the mode letter, then the lock's name."""
+        name = task_name if self.key is None else f"{task_name}:{self.key(*args, **kwargs)}"
+        return ("w" if self.on_locked == "wait" else "d") + name
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +102,16 @@ class Task(Generic[P, R]):
     enqueued by a producer that does not import the worker's code, not run.
     """
 
-    __slots__ = ("backoff", "backoff_max", "defaults", "fn", "is_async", "max_lost", "name")
+    __slots__ = (
+        "backoff",
+        "backoff_max",
+        "defaults",
+        "fn",
+        "is_async",
+        "lock",
+        "max_lost",
+        "name",
+    )
 
     def __init__(
         self,
@@ -87,6 +122,7 @@ class Task(Generic[P, R]):
         backoff: float = 1.0,
         backoff_max: float = 300.0,
         max_lost: int = 3,
+        lock: TaskLock | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
@@ -95,6 +131,11 @@ class Task(Generic[P, R]):
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.max_lost = max_lost
+        self.lock = lock
+
+    def lock_wire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """'' for a task without a lock, else the job's lock field (see TaskLock)."""
+        return "" if self.lock is None else self.lock.wire(self.name, args, kwargs)
 
     def options(
         self,
@@ -181,6 +222,9 @@ def task(
     backoff: float = 1.0,
     backoff_max: float = 300.0,
     max_lost: int = 3,
+    unique: bool = False,
+    unique_key: Callable[..., object] | None = None,
+    on_locked: OnLocked = "wait",
 ) -> _TaskDecorator: ...
 def task(
     fn: Callable[..., Any] | None = None,
@@ -194,17 +238,23 @@ def task(
     backoff: float = 1.0,
     backoff_max: float = 300.0,
     max_lost: int = 3,
+    unique: bool = False,
+    unique_key: Callable[..., object] | None = None,
+    on_locked: OnLocked = "wait",
 ) -> Task[Any, Any] | _TaskDecorator:
     """Declare a task: ``@task`` or ``@task(max_attempts=5, timeout=30)``.
 
     backoff: base seconds of the exponential retry delay (full jitter), capped at
     backoff_max. max_lost: deliveries lost to a dead worker before the job is
     dead-lettered (a job that kills its worker every time must not loop forever).
+    unique / unique_key / on_locked: see the module docstring; unique_key is
+    called with the job's arguments at enqueue time and implies unique.
     """
     defaults = JobOptions(
         queue=queue, timeout=timeout, max_attempts=max_attempts, result_ttl=result_ttl
     )
-    extra = {"backoff": backoff, "backoff_max": backoff_max, "max_lost": max_lost}
+    lock = TaskLock(unique_key, on_locked) if unique or unique_key is not None else None
+    extra = {"backoff": backoff, "backoff_max": backoff_max, "max_lost": max_lost, "lock": lock}
     decorator = _TaskDecorator(name, defaults, extra)
     if fn is not None:
         return decorator(fn)

@@ -9,6 +9,7 @@
 
     heartbeat: extends the leases of running jobs, registers the worker, reaps
     leases of dead workers. aborts: a pub/sub listener cancels aborted jobs.
+    cron: fires the ticks of the worker's recurring jobs (scheduler.py).
 
 Stopping (``stop()``, or SIGTERM/SIGINT when ``handle_signals``): fetching stops,
 jobs claimed but not started go back at once, running jobs get ``grace`` seconds,
@@ -40,9 +41,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from redis.asyncio import Redis
 
 from aioqueue.connection import DEFAULT_URL, UNAVAILABLE, connect, redact
+from aioqueue.cron import CronJob
 from aioqueue.errors import ConfigurationError
 from aioqueue.executor import RELEASE, Defaults, Executor, Outcome, Running
 from aioqueue.keys import QueueKeys, check_queue_name
+from aioqueue.scheduler import CronRunner, WakeWaiter
 from aioqueue.scripts import Claimed, Scripts
 from aioqueue.serializers import Serializer, get_serializer
 from aioqueue.task import DEFAULT_QUEUE, Task, task
@@ -70,7 +73,8 @@ class Worker:
     heartbeat before another worker may take it. grace: seconds running jobs get
     to finish when the worker stops. max_result_size: largest encoded result in
     bytes (a larger one fails the job). signing_key: run only jobs signed with
-    it (see ``aioqueue.signing``); others are set aside.
+    it (see ``aioqueue.signing``); others are set aside. cron: recurring jobs
+    (``aioqueue.cron.cron`` / ``every``); their tasks are registered here too.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class Worker:
         signing_key: bytes | str | None = None,
         name: str | None = None,
         burst: bool = False,
+        cron: Iterable[CronJob] = (),
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
@@ -120,6 +125,8 @@ class Worker:
         self.tasks: dict[str, Task[Any, Any]] = {}
         for t in tasks:
             self.register(t)
+        self.cron = list(cron)
+        self._register_cron()
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.state: dict[str, Any] = {}
         self.jobs_done = 0
@@ -162,6 +169,14 @@ class Worker:
             raise ConfigurationError(f"two different tasks are named {t.name!r}")
         self.tasks[t.name] = t
         return t
+
+    def _register_cron(self) -> None:
+        names = [entry.name for entry in self.cron]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"cron job names must differ (name=...): {names}")
+        for entry in self.cron:
+            if entry.task.name not in self.tasks:
+                self.register(entry.task)
 
     def task(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]:
         """Decorator: ``@worker.task`` declares a task and registers it here."""
@@ -213,6 +228,7 @@ class Worker:
             self._sub_redis = connect(self.redis_url)
             stack.push_async_callback(self._sub_redis.aclose)
             self.scripts = Scripts(self._redis)
+            self._waker = WakeWaiter(self._block_redis, self._redis, IDLE_WAIT)
             await self._connect()
             for hook in self.on_startup:
                 await hook(self.state)
@@ -235,6 +251,11 @@ class Worker:
                 service.start_soon(self._flush_loop)
                 service.start_soon(self._heartbeat_loop)
                 service.start_soon(self._abort_listener)
+                if self.cron:
+                    runner = CronRunner(
+                        self.cron, self.scripts, self.serializer, self.queues[0], self.signing_key
+                    )
+                    await service.start(runner.run)
                 async with anyio.create_task_group() as jobs:
                     self._jobs = jobs
                     self._receive = receive
@@ -366,10 +387,10 @@ class Worker:
             for running in batch:
                 send.send_nowait(running)
 
-    async def _claim(self, want: int) -> tuple[int, list[Claimed]]:
+    async def _claim(self, want: int) -> tuple[float, list[Claimed]]:
         """Claims up to ``want`` jobs, queues in priority order; returns the shortest wait."""
         claimed: list[Claimed] = []
-        wait = -1
+        wait = -1.0
         lease_ms = int(self.lease * 1000)
         for queue in self.queues:
             wait_ms, got = await self.scripts.claim(queue, want - len(claimed), self.id, lease_ms)
@@ -380,19 +401,19 @@ class Worker:
                 break
         return wait, claimed
 
-    async def _block(self, wait_ms: int) -> None:
+    async def _block(self, wait_ms: float) -> None:
         timeout = IDLE_WAIT if wait_ms < 0 else min(wait_ms / 1000, IDLE_WAIT)
         keys = [self._keys[q].wake for q in self.queues]
         try:
             with anyio.fail_after(timeout + 10):  # a stalled link must not wedge the fetcher
-                await self._block_redis.blpop(keys, timeout=max(timeout, 0.001))
+                await self._waker.wait(keys, wait_ms)
         except TimeoutError:
             log.warning("worker.redis_stalled", waited=timeout + 10)
         except UNAVAILABLE as exc:
             log.warning("worker.redis_unavailable", error=str(exc))
             await anyio.sleep(1.0)
 
-    async def _burst_wait(self, wait_ms: int) -> None:
+    async def _burst_wait(self, wait_ms: float) -> None:
         """Blocks until new work arrives or this worker's last job ends, whichever first."""
         all_done = self._all_done
         async with anyio.create_task_group() as tg:

@@ -14,8 +14,24 @@ A job is a hash at `<prefix>j:<id>`:
   w  worker holding the current delivery
   q / st / et / due  enqueued, started, ended, due times (ms, Redis clock)
   r  result bytes, e  error bytes, ab  abort requested, wt  waiting clients
+  u  lock the job must hold to run: mode ('w' wait | 'd' drop) then lock name
 
-Time is always Redis server time (TIME), never the caller's clock.
+Time is always Redis server time (TIME), never the caller's clock: due times of
+delayed jobs (`delay` is added to TIME here; `at` is an absolute instant),
+lease deadlines, cron ticks (`cron_fire` refuses a tick before TIME reaches it)
+and the wait a worker is told to block for are all on the one Redis clock, so
+workers on hosts whose clocks disagree still fire jobs and ticks exactly once
+and on time. Blocking timeouts, though, are served by Redis only on its `hz`
+tick (100 ms at the default hz 10), so a worker waiting for a due time keeps
+its own timer and ends its BLPOP with CLIENT UNBLOCK (see scheduler.py).
+
+Locks (`u`): a job with a lock runs only while it holds `<prefix>lock:<name>`,
+whose value is the holder's id and delivery token. claim takes it atomically
+with the delivery; finish releases it; it is live only while that delivery is
+active with an unexpired lease, so a dead worker's lock lapses with its lease.
+A job that finds the lock taken is dropped (mode 'd') or parked (mode 'w') in
+the sched set until the holder's lease deadline, and in `<prefix>lockq:<name>`
+from which finish hands the lock to the oldest waiter at once.
 ]]
 
 local function now_ms()
@@ -124,21 +140,106 @@ local function promote_and_reap(prefix, now, limit)
   return moved
 end
 
--- Milliseconds until the next scheduled job or lease deadline, -1 when none.
-local function next_event(prefix, now)
+-- Microseconds until the next scheduled job or lease deadline, -1 when none.
+-- Not milliseconds from now_ms(): its truncation alone made waits up to 1 ms long.
+local function next_event(prefix)
+  local t = redis.call('TIME')
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local best = -1
   for _, name in ipairs({'sched', 'active'}) do
     local first = redis.call('ZRANGE', prefix .. name, 0, 0, 'WITHSCORES')
     if first[2] ~= nil then
-      local wait = math.max(0, tonumber(first[2]) - now)
+      local wait = math.max(0, tonumber(first[2]) * 1000 - now_us)
       if best < 0 or wait < best then best = wait end
     end
   end
   return best
 end
 
---[[ enqueue(prefix; max_length, [id, payload, delay_ms, at_ms] ...)
+-- Jobs a lock holder outlives are re-examined after this long past its lease
+-- deadline at the latest; and dropped jobs are kept this long for `info`.
+local LOCK_RECHECK_MS = 50
+local DROPPED_TTL_MS = 3600000
+
+-- True when `value` ('<id> <token>') names a delivery that is still running;
+-- then also its id and lease deadline.
+local function lock_live(prefix, value, now)
+  if not value then return false end
+  local hid, htoken = string.match(value, '^(%S+) (%S+)$')
+  if not hid then return false end
+  local held = job_fields(prefix, prefix .. 'j:' .. hid, 's', 'k')
+  if held[1] ~= 'active' or held[2] ~= htoken then return false end
+  local deadline = redis.call('ZSCORE', prefix .. 'active', hid)
+  -- no lease yet: claimed earlier in this same claim call (leases are added last)
+  if deadline == false then return true, hid, nil end
+  return tonumber(deadline) >= now, hid, tonumber(deadline)
+end
+
+local function lock_value(prefix, lkey)
+  local got = redis.pcall('GET', lkey)
+  if type(got) == 'table' and got['err'] then
+    set_aside(prefix, lkey, got['err'])
+    return nil
+  end
+  return got
+end
+
+-- Takes the lock named in `u` for this delivery, or drops or parks the job.
+-- Returns true when the job may run. lease_end: the lease of a holder claimed
+-- in the same call, whose deadline is not stored yet.
+local function take_lock(prefix, id, jkey, token, u, now, lease_end)
+  local name = string.sub(u, 2)
+  local lkey = prefix .. 'lock:' .. name
+  local live, holder, deadline = lock_live(prefix, lock_value(prefix, lkey), now)
+  if not live or holder == id then
+    redis.call('SET', lkey, id .. ' ' .. token)
+    redis.call('ZREM', prefix .. 'lockq:' .. name, id)
+    return true
+  end
+  if string.sub(u, 1, 1) == 'd' then
+    local blob = cmsgpack.pack({'aioqueue.LockHeld', 'lock ' .. name .. ' held by job ' .. holder})
+    local waiters = redis.call('HGET', jkey, 'wt')
+    redis.call('HSET', jkey, 's', 'aborted', 'e', blob, 'et', now)
+    redis.call('HINCRBY', prefix .. 'stats', 'dropped', 1)
+    notify(prefix, id, jkey, 'aborted', blob, waiters)
+    if waiters then redis.call('HDEL', jkey, 'wt') end
+    redis.call('PEXPIRE', jkey, DROPPED_TTL_MS)
+  else
+    -- parked, not polled: finish wakes the oldest waiter; the due time is the
+    -- safety net for a holder that dies (its lock lapses with its lease)
+    redis.call('ZADD', prefix .. 'lockq:' .. name, 'NX', now, id)
+    schedule(prefix, id, jkey, math.max(deadline or lease_end, now) + LOCK_RECHECK_MS)
+  end
+  return false
+end
+
+-- Releases the lock if this delivery holds it and hands it to the oldest waiter.
+local function release_lock(prefix, id, token, u)
+  local name = string.sub(u, 2)
+  local lkey = prefix .. 'lock:' .. name
+  if lock_value(prefix, lkey) ~= id .. ' ' .. token then return end
+  redis.call('DEL', lkey)
+  local lockq = prefix .. 'lockq:' .. name
+  for _ = 1, 100 do
+    local first = redis.call('ZPOPMIN', lockq)
+    local wid = first[1]
+    if not wid then return end
+    local wkey = prefix .. 'j:' .. wid
+    local status = job_fields(prefix, wkey, 's')[1]
+    if status == 'queued' then return end -- already on its way to a worker
+    if status == 'scheduled' then
+      redis.call('ZREM', prefix .. 'sched', wid)
+      redis.call('HSET', wkey, 's', 'queued')
+      redis.call('RPUSH', prefix .. 'ready', wid)
+      signal(prefix)
+      return
+    end
+  end
+end
+
+--[[ enqueue(prefix; max_length, [id, payload, delay_ms, at_ms, lock] ...)
 Returns per job: 'new' or the status of the job that already has this id.
+lock: '' or the job's `u` field (mode letter then lock name).
 With max_length > 0 the whole batch is refused (error QUEUEFULL) when the
 queued and scheduled jobs plus the batch would exceed it. ]]
 local function enqueue(keys, args)
@@ -147,7 +248,7 @@ local function enqueue(keys, args)
   local max_length = tonumber(args[1])
   if max_length > 0 then
     local held = redis.call('LLEN', prefix .. 'ready') + redis.call('ZCARD', prefix .. 'sched')
-    if held + (#args - 1) / 4 > max_length then
+    if held + (#args - 1) / 5 > max_length then
       return redis.error_reply('QUEUEFULL queue ' .. prefix .. ' holds ' .. held
         .. ' jobs; its limit is ' .. max_length)
     end
@@ -155,7 +256,7 @@ local function enqueue(keys, args)
   local now = now_ms()
   local out = {}
   local pushed = {}
-  for i = 2, #args, 4 do
+  for i = 2, #args, 5 do
     local id, payload = args[i], args[i + 1]
     local delay, at = tonumber(args[i + 2]), tonumber(args[i + 3])
     local jkey = prefix .. 'j:' .. id
@@ -172,6 +273,7 @@ local function enqueue(keys, args)
         redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', 'queued')
         pushed[#pushed + 1] = id
       end
+      if args[i + 4] ~= '' then redis.call('HSET', jkey, 'u', args[i + 4]) end
       out[#out + 1] = 'new'
     end
   end
@@ -183,8 +285,8 @@ local function enqueue(keys, args)
 end
 
 --[[ claim(prefix; n, worker, lease_ms, promote_limit)
-Returns {wait_ms, id1, token1, attempt1, lost1, payload1, ...}; lost counts
-deliveries of the job whose worker died. wait_ms is how long an
+Returns {wait_us, id1, token1, attempt1, lost1, payload1, ...}; lost counts
+deliveries of the job whose worker died. wait_us is how long (in microseconds) an
 idle worker may block before something (a due job, an expired lease) needs it. ]]
 local function claim(keys, args)
   local prefix = keys[1]
@@ -201,11 +303,15 @@ local function claim(keys, args)
     local deadline = now + lease
     for i, id in ipairs(ids) do
       local jkey = prefix .. 'j:' .. id
-      local f = job_fields(prefix, jkey, 's', 'a', 'l', 'd')
+      local f = job_fields(prefix, jkey, 's', 'a', 'l', 'd', 'u')
       local status = f[1]
+      local token = seq .. '.' .. i
+      if status == 'queued' and f[5]
+          and not take_lock(prefix, id, jkey, token, f[5], now, deadline) then
+        status = 'locked' -- dropped or parked by take_lock
+      end
       if status == 'queued' then
         local attempt = tonumber(f[2] or 0) + 1
-        local token = seq .. '.' .. i
         redis.call('HSET', jkey, 's', 'active', 'k', token, 'w', worker, 'st', now, 'a', attempt)
         leases[#leases + 1] = deadline
         leases[#leases + 1] = id
@@ -227,7 +333,7 @@ local function claim(keys, args)
   else
     redis.call('DEL', prefix .. 'wake')
   end
-  out[1] = next_event(prefix, now)
+  out[1] = next_event(prefix)
   return out
 end
 
@@ -256,12 +362,13 @@ local function finish(keys, args)
     local id, token, outcome, blob = args[i], args[i + 1], args[i + 2], args[i + 3]
     local ttl, delay = tonumber(args[i + 4]), tonumber(args[i + 5])
     local jkey = prefix .. 'j:' .. id
-    local held = job_fields(prefix, jkey, 's', 'k', 'wt')
+    local held = job_fields(prefix, jkey, 's', 'k', 'wt', 'u')
     if held[1] ~= 'active' or held[2] ~= token then
       counts['stale'] = (counts['stale'] or 0) + 1
       out[#out + 1] = 0
     else
       done[#done + 1] = id
+      if held[4] then release_lock(prefix, id, token, held[4]) end
       -- the token `k` may stay: it only counts while the status is active
       if outcome == 'release' then
         redis.call('HINCRBY', jkey, 'a', -1)
@@ -339,8 +446,44 @@ local function heartbeat(keys, args)
       redis.call('ZADD', prefix .. 'active', 'XX', now + lease, id)
     end
   end
-  promote_and_reap(prefix, now, 100)
+  -- jobs it made ready must wake an idle worker, not wait for its next look
+  if promote_and_reap(prefix, now, 100) > 0 then signal(prefix) end
   return stop
+end
+
+--[[ cron_fire(prefix; name, tick_ms, id, payload, lock)
+Fires one tick of the cron job `name` at most once, whichever worker asks first:
+`<prefix>cron` keeps the last tick fired per name and only a later tick fires.
+Returns {'fired' | 'dup' | 'overlap', now} or {'early', ms to wait}; 'overlap'
+consumes the tick without a job because the lock (no_overlap) is still held. ]]
+local function cron_fire(keys, args)
+  local prefix = keys[1]
+  local name, tick, id, payload, lock = args[1], tonumber(args[2]), args[3], args[4], args[5]
+  guard(prefix)
+  local now = now_ms()
+  if now < tick then return {'early', tick - now} end
+  local crons = prefix .. 'cron'
+  local last = redis.pcall('HGET', crons, name)
+  if type(last) == 'table' and last['err'] then
+    set_aside(prefix, crons, last['err'])
+    last = false
+  end
+  if last and tonumber(last) and tonumber(last) >= tick then return {'dup', now} end
+  redis.call('HSET', crons, name, tick)
+  if lock ~= '' then
+    local lkey = prefix .. 'lock:' .. string.sub(lock, 2)
+    if lock_live(prefix, lock_value(prefix, lkey), now) then
+      redis.call('HINCRBY', prefix .. 'stats', 'cron_overlap', 1)
+      return {'overlap', now}
+    end
+  end
+  local jkey = prefix .. 'j:' .. id
+  if job_fields(prefix, jkey, 's')[1] then return {'dup', now} end
+  redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', 'queued')
+  if lock ~= '' then redis.call('HSET', jkey, 'u', lock) end
+  redis.call('LPUSH', prefix .. 'ready', id)
+  signal(prefix)
+  return {'fired', now}
 end
 
 --[[ deregister(prefix; worker) ]]
@@ -451,6 +594,7 @@ local DRAIN = {'allow-oom'}
 
 register('enqueue', enqueue)
 register('requeue', requeue)
+register('cron_fire', cron_fire)
 register('claim', claim, DRAIN)
 register('finish', finish, DRAIN)
 register('heartbeat', heartbeat, DRAIN)
