@@ -90,6 +90,7 @@ class Queue:
         self._listen_redis: RedisClient = connect_any(url, connect_timeout=timeout)
         self.scripts = Scripts(self.redis, timeout)
         self._waiter: ResultWaiter | None = None
+        self._prepared: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> Queue:
@@ -140,6 +141,16 @@ class Queue:
         await self.redis.aclose()
         await self._listen_redis.aclose()
 
+    async def _prepare(self, queue: str) -> None:
+        """Once per queue, before its first enqueue: results of its jobs can reach us."""
+        if self._waiter is not None:
+            try:
+                with anyio.fail_after(self.timeout):
+                    await self._waiter.prepare(queue)
+            except TimeoutError:
+                raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
+            self._prepared.add(queue)
+
     @property
     def waiter(self) -> ResultWaiter:
         if self._waiter is None:
@@ -169,6 +180,8 @@ class Queue:
 
     async def _send(self, queue: str, batch: list[tuple[str, bytes, int, int]]) -> list[str]:
         with mapped_errors(self.url):
+            if queue not in self._prepared:
+                await self._prepare(queue)
             if not self.wait_when_full:
                 return await self.scripts.enqueue(
                     queue, batch, self.max_length, replicated=self._replicated

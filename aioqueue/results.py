@@ -129,6 +129,9 @@ class ResultWaiter:
                 for slot in slots:
                     slot.set(status, blob)
 
+    async def prepare(self, queue: str) -> None:
+        """Called before the first enqueue to ``queue``; the single subscription is ready."""
+
     async def _ready(self, queue: str) -> None:
         """Returns once completions of ``queue``'s jobs will reach this client."""
         await self._subscribed.wait()

@@ -73,6 +73,13 @@ class ShardedResultWaiter(ResultWaiter):
             self._tg.start_soon(self._listen, queue)
         await event.wait()
 
+    async def prepare(self, queue: str) -> None:
+        """Subscribes before the first job of ``queue`` is enqueued, as a single-Redis
+        client is subscribed before any: otherwise a job could end while the
+        subscription is still being made, and a result not stored would be missed."""
+        if queue not in self._ready_events:
+            await self._ready(queue)
+
     def _unready(self, queue: str) -> None:
         # waits that began while subscribed must see the new event only once it is
         # needed: replace the event only if it had been set

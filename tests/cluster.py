@@ -220,6 +220,30 @@ class LocalCluster:
                 return self.node(port)
         raise RuntimeError(f"node {primary.port} has no replica")
 
+    def move_slot(self, key: str, target: Node) -> None:
+        """Reshards ``key``'s slot, with its keys, to the primary ``target`` (MIGRATE)."""
+        source = self.primary_for(key)
+        slot = command(source.port, "CLUSTER", "KEYSLOT", key).strip()
+        source_id = command(source.port, "CLUSTER", "MYID").strip()
+        target_id = command(target.port, "CLUSTER", "MYID").strip()
+        command(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        command(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := command(source.port, "CLUSTER", "GETKEYSINSLOT", slot, "100").split():
+            command(
+                source.port,
+                "MIGRATE",
+                "127.0.0.1",
+                str(target.port),
+                "",
+                "0",
+                "5000",
+                "KEYS",
+                *keys,
+            )
+        for node in (target, source, *self.nodes):
+            if node.alive:
+                command(node.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
     def heal(self) -> None:
         """Restarts killed nodes (they rejoin as replicas) and waits for full health."""
         for node in self.nodes:

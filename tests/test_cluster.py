@@ -181,6 +181,27 @@ async def test_library_is_reloaded_on_a_primary_that_lost_it(redis_cluster: Loca
         assert "aioqueue_" in command(primary.port, "FUNCTION", "LIST")
 
 
+async def test_resharding_mid_job_the_result_and_new_jobs_follow_the_slot(
+    redis_cluster: LocalCluster,
+) -> None:
+    """A queue's slot moves to another primary while its job runs and a client
+    waits: the finish call follows MOVED, the client's sharded subscription is
+    dropped by Redis and remade on the new owner, the idle worker's wait moves."""
+    url = redis_cluster.url
+    a, b = queues_on_distinct_primaries(redis_cluster, 2)
+    async with Queue(url, name=a) as queue, running(make_worker(url, [a])):
+        job = await queue.enqueue(tasks.sleepy, 1.0)
+        with anyio.fail_after(10):
+            while await job.status() is not JobStatus.ACTIVE:
+                await anyio.sleep(0.02)
+        target = redis_cluster.primary_for(queue_prefix(b))
+        await anyio.to_thread.run_sync(redis_cluster.move_slot, queue_prefix(a), target)
+        assert redis_cluster.primary_for(queue_prefix(a)) is target
+        assert await job.result(timeout=10) == "slept"
+        await anyio.sleep(0.3)  # the worker is idle again, blocked on the new owner
+        assert await (await queue.enqueue(tasks.add, 1, 1)).result(timeout=5) == 2
+
+
 async def test_primary_killed_mid_run_workers_and_clients_follow(
     redis_cluster: LocalCluster,
 ) -> None:
