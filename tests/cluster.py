@@ -323,9 +323,16 @@ class LocalSentinel:
         _wait_until(healthy, "sentinel primary with its replica", timeout)
 
     def heal(self) -> None:
+        """Restarts killed data nodes as replicas of the current primary.
+
+        Sentinel would turn a returning old primary into a replica by itself, but
+        only after its next INFO round (up to 10s): the tests do it at once.
+        """
+        primary = self.primary()
         for node in self.data:
             if not node.alive:
                 node.start()
+                command(node.port, "REPLICAOF", "127.0.0.1", str(primary.port))
         self.wait_healthy()
 
     def cleanup(self) -> None:
