@@ -19,16 +19,17 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 import anyio
-from redis.asyncio import Redis
 
 from aioqueue import signing
-from aioqueue.connection import DEFAULT_URL, connect, mapped_errors
+from aioqueue.cluster import ClusterClient
+from aioqueue.connection import DEFAULT_URL, RedisClient, connect_any, mapped_errors
 from aioqueue.errors import PayloadTooLarge, QueueFull, RedisUnavailable
 from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue.keys import check_queue_name
 from aioqueue.results import Job, ResultWaiter
 from aioqueue.scripts import EnqueueWire, Scripts
 from aioqueue.serializers import Serializer, get_serializer
+from aioqueue.sharded_results import ShardedResultWaiter
 from aioqueue.task import DEFAULT_QUEUE, DEFAULT_RESULT_TTL, Call, Task, task_ref
 
 __all__ = ["Queue"]
@@ -51,6 +52,13 @@ class Queue:
     max_length: most queued + scheduled jobs a queue may hold; an enqueue past it
     raises ``QueueFull``, or with ``wait_when_full`` waits (up to ``timeout``).
     signing_key: sign every job (HMAC-SHA256) for workers that verify.
+    durable: an enqueue returns only once a replica has the jobs too (``WAIT 1``),
+    or raises ``NotReplicated`` after ``replica_timeout`` seconds. Without it an
+    acknowledged enqueue lives on the primary alone until replication catches up
+    (microseconds to milliseconds): a primary lost in that window loses it, even
+    with ``appendfsync always``, since the replica promoted in its place never had it.
+    url: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://hosts/service``
+    or ``redis+cluster://hosts`` (see ``connection.connect_any``).
     """
 
     def __init__(
@@ -65,8 +73,11 @@ class Queue:
         max_length: int | None = None,
         wait_when_full: bool = False,
         signing_key: bytes | str | None = None,
+        durable: bool = False,
+        replica_timeout: float = 1.0,
     ) -> None:
         self.url = url
+        self._replicated = replica_timeout if durable else None
         self.name = check_queue_name(name)
         self.serializer = get_serializer(serializer)
         self.timeout = timeout
@@ -75,10 +86,11 @@ class Queue:
         self.max_length = max_length or 0
         self.wait_when_full = wait_when_full
         self.signing_key = signing_key
-        self.redis: Redis = connect(url, connect_timeout=timeout)
-        self._listen_redis: Redis = connect(url, connect_timeout=timeout)
+        self.redis: RedisClient = connect_any(url, connect_timeout=timeout)
+        self._listen_redis: RedisClient = connect_any(url, connect_timeout=timeout)
         self.scripts = Scripts(self.redis, timeout)
         self._waiter: ResultWaiter | None = None
+        self._prepared: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> Queue:
@@ -89,7 +101,11 @@ class Queue:
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._close_connections)
             stack.callback(tg.cancel_scope.cancel)
-            waiter = ResultWaiter(self, self._listen_redis)
+            waiter = (
+                ShardedResultWaiter(self, self._listen_redis)
+                if isinstance(self._listen_redis, ClusterClient)
+                else ResultWaiter(self, self._listen_redis)
+            )
             with mapped_errors(self.url), anyio.fail_after(self.timeout):
                 await tg.start(waiter.run)
         except TimeoutError:
@@ -112,7 +128,7 @@ class Queue:
             stack, self._stack, self._waiter = self._stack, None, None
             await stack.aclose()
 
-    async def read(self, call: Callable[[Redis], Awaitable[T]]) -> T:
+    async def read(self, call: Callable[[RedisClient], Awaitable[T]]) -> T:
         """One plain Redis read, bounded by ``timeout`` like every call the client makes."""
         with mapped_errors(self.url):
             try:
@@ -124,6 +140,16 @@ class Queue:
     async def _close_connections(self) -> None:
         await self.redis.aclose()
         await self._listen_redis.aclose()
+
+    async def _prepare(self, queue: str) -> None:
+        """Once per queue, before its first enqueue: results of its jobs can reach us."""
+        if self._waiter is not None:
+            try:
+                with anyio.fail_after(self.timeout):
+                    await self._waiter.prepare(queue)
+            except TimeoutError:
+                raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
+            self._prepared.add(queue)
 
     @property
     def waiter(self) -> ResultWaiter:
@@ -156,14 +182,20 @@ class Queue:
 
     async def _send(self, queue: str, batch: list[EnqueueWire]) -> list[str]:
         with mapped_errors(self.url):
+            if queue not in self._prepared:
+                await self._prepare(queue)
             if not self.wait_when_full:
-                return await self.scripts.enqueue(queue, batch, self.max_length)
+                return await self.scripts.enqueue(
+                    queue, batch, self.max_length, replicated=self._replicated
+                )
             # backpressure: wait for room, with backoff, until the client's timeout
             delay = 0.005
             with anyio.move_on_after(self.timeout):
                 while True:
                     try:
-                        return await self.scripts.enqueue(queue, batch, self.max_length)
+                        return await self.scripts.enqueue(
+                            queue, batch, self.max_length, replicated=self._replicated
+                        )
                     except QueueFull:
                         await anyio.sleep(delay)
                         delay = min(delay * 2, 0.5)

@@ -7,6 +7,7 @@
     ├── RedisUnavailable        Redis did not answer within the timeout
     ├── RedisOutOfMemory        Redis refuses new jobs: maxmemory reached (noeviction)
     ├── QueueFull               the queue holds ``max_length`` jobs already (backpressure)
+    ├── NotReplicated           a durable enqueue no replica acknowledged in time
     ├── UnknownTaskError        a job names a task the worker does not know
     ├── MalformedJobError       bytes in Redis that are not a job this version can read
     │   └── SignatureError      a job not signed with the worker's signing key
@@ -31,6 +32,7 @@ __all__ = [
     "JobNotFound",
     "JobTimedOut",
     "MalformedJobError",
+    "NotReplicated",
     "PayloadTooLarge",
     "QueueFull",
     "RedisOutOfMemory",
@@ -69,6 +71,19 @@ class RedisOutOfMemory(AioqueueError):
 
 class QueueFull(AioqueueError):
     """The queue already holds its ``max_length`` jobs."""
+
+
+class NotReplicated(AioqueueError):
+    """A durable enqueue was stored on the primary but no replica acknowledged it in time.
+
+    The jobs exist and will run, unless the primary fails before they reach a
+    replica. Enqueueing them again under the same job ids is safe: an id that
+    is already stored is not stored twice.
+    """
+
+    def __init__(self, message: str, *, job_ids: list[str]) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
 
 
 class UnknownTaskError(AioqueueError):

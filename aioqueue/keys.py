@@ -88,3 +88,8 @@ class QueueKeys:
 def client_channel(client_id: str) -> str:
     """Where completions of the jobs a client awaits are published."""
     return f"{PREFIX}:client:{client_id}"
+
+
+def shard_client_channel(queue: str, client_id: str) -> str:
+    """The sharded channel (in ``queue``'s slot) where a cluster client gets completions."""
+    return f"{queue_prefix(queue)}client:{client_id}"

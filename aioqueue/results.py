@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import structlog
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from aioqueue.connection import UNAVAILABLE, mapped_errors
+from aioqueue.connection import UNAVAILABLE, RedisClient, mapped_errors
 from aioqueue.errors import (
     JobAborted,
     JobError,
@@ -57,7 +56,7 @@ class _Slot:
 class ResultWaiter:
     """One pub/sub connection per client, shared by every ``await job``."""
 
-    def __init__(self, queue: Queue, redis: Redis) -> None:
+    def __init__(self, queue: Queue, redis: RedisClient) -> None:
         self._queue = queue
         self._redis = redis
         self.client_id = secrets.token_hex(8)
@@ -117,13 +116,25 @@ class ResultWaiter:
         for slot in self._slots.get((queue.decode(), job_id.decode()), ()):
             slot.set(status.decode(), blob)
 
-    async def _rewatch(self) -> None:
-        """After a reconnect, completions published meanwhile were lost: ask again."""
+    async def _rewatch(self, only: str | None = None) -> None:
+        """After a reconnect, completions published meanwhile were lost: ask again.
+
+        only: just the jobs of this queue (a cluster client resubscribes per queue).
+        """
         for (queue, job_id), slots in list(self._slots.items()):
+            if only is not None and queue != only:
+                continue
             status, blob = await self._queue.scripts.watch(queue, job_id, self.client_id)
             if status == "missing" or JobStatus(status).is_final:
                 for slot in slots:
                     slot.set(status, blob)
+
+    async def prepare(self, queue: str) -> None:
+        """Called before the first enqueue to ``queue``; the single subscription is ready."""
+
+    async def _ready(self, queue: str) -> None:
+        """Returns once completions of ``queue``'s jobs will reach this client."""
+        await self._subscribed.wait()
 
     async def wait(self, queue: str, job_id: str, timeout: float | None) -> tuple[str, bytes]:
         slot = _Slot()
@@ -131,7 +142,7 @@ class ResultWaiter:
         self._slots.setdefault(key, []).append(slot)
         try:
             with anyio.fail_after(timeout):
-                await self._subscribed.wait()
+                await self._ready(queue)
                 async with self._watch_slots:
                     with mapped_errors(self._queue.url):
                         status, blob = await self._queue.scripts.watch(

@@ -35,7 +35,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from aioqueue import signing
-from aioqueue.connection import UNAVAILABLE
+from aioqueue.connection import UNAVAILABLE, RedisClient
 from aioqueue.cron import CronJob
 from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue.keys import QueueKeys
@@ -207,7 +207,7 @@ class ServerClock:
     def now_ms(self) -> int:
         return self._server_ms + int((time.monotonic() - self._at) * 1000)
 
-    async def sync(self, redis: Redis) -> int:
+    async def sync(self, redis: RedisClient) -> int:
         seconds, micros = await redis.time()
         self.set(seconds * 1000 + micros // 1000)
         return self._server_ms

@@ -7,6 +7,7 @@ rolling deploy without calling each other's functions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
@@ -14,9 +15,12 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AskError, OutOfMemoryError, ResponseError
 
-from aioqueue.errors import QueueFull, RedisOutOfMemory, RedisUnavailable
+from aioqueue.cluster import ClusterClient, load_library
+from aioqueue.connection import UNAVAILABLE, RedisClient
+from aioqueue.errors import NotReplicated, QueueFull, RedisOutOfMemory, RedisUnavailable
 from aioqueue.keys import queue_prefix
 
 _SOURCE = resources.files("aioqueue").joinpath("lua/aioqueue.lua").read_text()
@@ -29,6 +33,16 @@ PROMOTE_LIMIT = 300
 
 
 EnqueueWire = tuple[str, bytes, int, int, str]
+
+
+def _refusal(name: str, exc: ResponseError) -> Exception | None:
+    """Our error for a refusal by Redis or the library (None: not one of those)."""
+    if isinstance(exc, OutOfMemoryError):
+        return RedisOutOfMemory(f"Redis refused {name}: {exc}")
+    message = str(exc)
+    if message.startswith("QUEUEFULL"):
+        return QueueFull(message.removeprefix("QUEUEFULL "))
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +63,17 @@ class Scripts:
     Every call must end within ``timeout`` seconds or raises ``RedisUnavailable``.
     """
 
-    def __init__(self, redis: Redis, timeout: float = 10.0) -> None:
+    def __init__(self, redis: RedisClient, timeout: float = 10.0) -> None:
         self.redis = redis
         self.timeout = timeout
 
     async def load(self) -> None:
         try:
             with anyio.fail_after(self.timeout):
-                await self.redis.function_load(LIBRARY, replace=False)
+                if isinstance(self.redis, RedisCluster):
+                    await load_library(self.redis, LIBRARY)  # on every primary
+                else:
+                    await self.redis.function_load(LIBRARY, replace=False)
         except TimeoutError:
             raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
         except ResponseError as exc:
@@ -73,29 +90,88 @@ class Scripts:
                         raise
                 await self.load()
                 return await self.redis.fcall(_FN + name, 1, queue_prefix(queue), *args)
-        except OutOfMemoryError as exc:
-            raise RedisOutOfMemory(f"Redis refused {name}: {exc}") from None
         except ResponseError as exc:
-            message = str(exc)
-            if message.startswith("QUEUEFULL"):
-                raise QueueFull(message.removeprefix("QUEUEFULL ")) from None
-            raise
+            refused = _refusal(name, exc)
+            if refused is None:
+                raise
+            raise refused from None
         except TimeoutError:
             raise RedisUnavailable(f"Redis did not answer {name} within {self.timeout}s") from None
 
-    async def enqueue(self, queue: str, jobs: list[EnqueueWire], max_length: int = 0) -> list[str]:
+    async def enqueue(
+        self,
+        queue: str,
+        jobs: list[EnqueueWire],
+        max_length: int = 0,
+        *,
+        replicated: float | None = None,
+    ) -> list[str]:
         """jobs: (id, payload, delay_ms, at_ms, lock). Returns 'new' or the existing status.
 
         lock: '' or the mode letter ('w' wait, 'd' drop) then the lock's name.
+        replicated: wait up to this many seconds for one replica to acknowledge.
 
         max_length > 0 refuses the whole batch (``QueueFull``) when the queue's
         queued and scheduled jobs plus the batch would exceed it.
+        replicated: seconds to wait for one replica to acknowledge the write;
+        ``NotReplicated`` when none did.
         """
         flat: list[Any] = [max_length]
         for job in jobs:
             flat.extend(job)
-        out = await self._call("enqueue", queue, *flat)
+        if replicated is None:
+            out = await self._call("enqueue", queue, *flat)
+        else:
+            out, acked = await self._call_and_wait("enqueue", queue, replicated, *flat)
+            if acked < 1:
+                raise NotReplicated(
+                    f"no replica acknowledged the enqueue to {queue!r} within {replicated}s",
+                    job_ids=[job[0] for job in jobs],
+                )
         return [s.decode() for s in out]
+
+    async def _call_and_wait(
+        self, name: str, queue: str, wait: float, *args: Any
+    ) -> tuple[Any, int]:
+        """One Function call then ``WAIT 1``, on the same connection (WAIT counts the
+        replicas that acknowledged that connection's writes). Returns (reply, replicas)."""
+        prefix = queue_prefix(queue)
+        try:
+            with anyio.fail_after(self.timeout + wait):
+                for attempt in range(3):
+                    redis = self._node_for(prefix)
+                    try:
+                        async with redis.pipeline(transaction=False) as pipe:
+                            pipe.fcall(_FN + name, 1, prefix, *args)
+                            pipe.execute_command("WAIT", 1, max(1, int(wait * 1000)))
+                            reply, acked = await pipe.execute(raise_on_error=False)
+                    except UNAVAILABLE:
+                        await self._refresh_route(prefix)
+                        raise
+                    if not isinstance(reply, ResponseError):
+                        return reply, int(acked)
+                    if "Function not found" in str(reply):
+                        await self.load()
+                    elif isinstance(reply, AskError) and attempt < 2:  # MOVED too
+                        await self._refresh_route(prefix)  # slot moved: ask the cluster again
+                    else:
+                        raise _refusal(name, reply) or reply
+                raise RedisUnavailable(f"{name} on {queue!r} kept being redirected")
+        except TimeoutError:
+            raise RedisUnavailable(f"Redis did not answer {name} within {self.timeout}s") from None
+
+    def _node_for(self, prefix: str) -> Redis:
+        """The plain client that talks to the node owning ``prefix`` (itself, off-cluster)."""
+        if isinstance(self.redis, ClusterClient):
+            return self.redis.node_client(self.redis.slot_owner(prefix))
+        if isinstance(self.redis, RedisCluster):
+            raise TypeError("replicated calls need aioqueue.cluster.ClusterClient")
+        return self.redis
+
+    async def _refresh_route(self, prefix: str) -> None:
+        if isinstance(self.redis, ClusterClient):
+            with contextlib.suppress(*UNAVAILABLE):
+                await self.redis.owner_of(prefix)
 
     async def claim(
         self, queue: str, n: int, worker: str, lease_ms: int, promote_limit: int = PROMOTE_LIMIT

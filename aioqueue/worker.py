@@ -39,8 +39,11 @@ import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 
-from aioqueue.connection import DEFAULT_URL, UNAVAILABLE, connect, redact
+from aioqueue.cluster import ClusterClient, ClusterWaker, any_node_pubsub
+from aioqueue.connection import DEFAULT_URL, UNAVAILABLE, RedisClient, connect_any, redact
 from aioqueue.cron import CronJob
 from aioqueue.errors import ConfigurationError
 from aioqueue.executor import RELEASE, Defaults, Executor, Outcome, Running
@@ -220,15 +223,22 @@ class Worker:
     async def _run(self, task_status: TaskStatus[None]) -> None:
         self._reset()
         async with contextlib.AsyncExitStack() as stack:
-            self._redis = connect(self.redis_url)
+            self._redis = connect_any(self.redis_url)
             stack.push_async_callback(self._redis.aclose)
             # blocking and pub/sub reads get connections of their own
-            self._block_redis = connect(self.redis_url)
+            self._block_redis = connect_any(self.redis_url)
             stack.push_async_callback(self._block_redis.aclose)
-            self._sub_redis = connect(self.redis_url)
+            self._sub_redis = connect_any(self.redis_url)
             stack.push_async_callback(self._sub_redis.aclose)
+            self._cluster_waker: ClusterWaker | None = None
+            if isinstance(self._block_redis, RedisCluster):
+                # wake lists of different queues live in different slots: no single BLPOP
+                wake = [k.wake for k in self._keys.values()]
+                self._cluster_waker = ClusterWaker(self._block_redis, wake, IDLE_WAIT)
+            else:
+                assert isinstance(self._redis, Redis) and isinstance(self._block_redis, Redis)
+                self._waker = WakeWaiter(self._block_redis, self._redis, IDLE_WAIT)
             self.scripts = Scripts(self._redis)
-            self._waker = WakeWaiter(self._block_redis, self._redis, IDLE_WAIT)
             await self._connect()
             for hook in self.on_startup:
                 await hook(self.state)
@@ -251,6 +261,8 @@ class Worker:
                 service.start_soon(self._flush_loop)
                 service.start_soon(self._heartbeat_loop)
                 service.start_soon(self._abort_listener)
+                if self._cluster_waker is not None:
+                    service.start_soon(self._cluster_waker.run)
                 if self.cron:
                     runner = CronRunner(
                         self.cron, self.scripts, self.serializer, self.queues[0], self.signing_key
@@ -403,6 +415,9 @@ class Worker:
 
     async def _block(self, wait_ms: float) -> None:
         timeout = IDLE_WAIT if wait_ms < 0 else min(wait_ms / 1000, IDLE_WAIT)
+        if self._cluster_waker is not None:
+            await self._cluster_waker.wait(timeout)
+            return
         keys = [self._keys[q].wake for q in self.queues]
         try:
             with anyio.fail_after(timeout + 10):  # a stalled link must not wedge the fetcher
@@ -571,7 +586,7 @@ class Worker:
         backoff = 0.1
         while True:
             try:
-                async with self._sub_redis.pubsub() as pubsub:
+                async with self._abort_pubsub() as pubsub:
                     await pubsub.subscribe(*channels)
                     backoff = 0.1
                     async for msg in pubsub.listen():
@@ -586,6 +601,13 @@ class Worker:
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
+    def _abort_pubsub(self) -> contextlib.AbstractAsyncContextManager[PubSub]:
+        if isinstance(self._sub_redis, ClusterClient):
+            return any_node_pubsub(self._sub_redis)
+        if isinstance(self._sub_redis, RedisCluster):
+            raise TypeError("a cluster worker needs aioqueue.cluster.ClusterClient")
+        return self._sub_redis.pubsub()
+
     async def _deregister(self) -> None:
         with anyio.move_on_after(2.0, shield=True):
             for queue in self.queues:
@@ -593,5 +615,5 @@ class Worker:
                     await self.scripts.deregister(queue, self.id)
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> RedisClient:
         return self._redis

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from aioqueue import Queue, Worker
+from tests.cluster import LocalCluster, LocalSentinel
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,28 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """3 primaries + 3 replicas, started on first use, once per session."""
+    cluster = LocalCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[LocalSentinel]:
+    """1 primary, 1 replica, 3 sentinels, started on first use, once per session."""
+    setup = LocalSentinel()
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.cleanup()
 
 
 @pytest.fixture

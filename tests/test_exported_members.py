@@ -20,6 +20,7 @@ EXPECTED = {
     "JsonSerializer",
     "MalformedJobError",
     "MsgpackSerializer",
+    "NotReplicated",
     "PayloadTooLarge",
     "Queue",
     "QueueFull",

@@ -88,12 +88,18 @@ end
 
 -- Publishes the end of a job to the clients waiting for it (``waiters`` is
 -- the job's `wt` field, read by the caller with the fields it needed anyway).
+-- A client id 's:<id>' is a cluster client: its channel is sharded and lives
+-- in this queue's slot, so the message stays in this shard (no bus broadcast).
 local function notify(prefix, id, jkey, status, blob, waiters)
   if waiters then
     local queue = string.sub(prefix, 5, -3) -- 'aq:{' .. name .. '}:'
     local msg = queue .. '\0' .. id .. '\0' .. status .. '\0' .. (blob or '')
     for cid in string.gmatch(waiters, '%S+') do
-      redis.call('PUBLISH', 'aq:client:' .. cid, msg)
+      if string.sub(cid, 1, 2) == 's:' then
+        redis.call('SPUBLISH', prefix .. 'client:' .. string.sub(cid, 3), msg)
+      else
+        redis.call('PUBLISH', 'aq:client:' .. cid, msg)
+      end
     end
   end
 end
