@@ -26,48 +26,45 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
-class MsgpackSerializer:
-    """msgspec's MessagePack: fast, compact, and no code runs on decode."""
+class _MsgspecSerializer:
+    """A msgspec codec: fast, and decoding builds plain data, never runs code."""
+
+    name: str
+
+    def __init__(self, encoder: Any, decoder: Any) -> None:
+        self._encoder = encoder
+        self._decoder = decoder
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            data: bytes = self._encoder.encode(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(f"cannot encode {type(value).__name__}: {exc}") from exc
+        return data
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return self._decoder.decode(data)
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise SerializationError(f"cannot decode {self.name}: {exc}") from exc
+
+
+class MsgpackSerializer(_MsgspecSerializer):
+    """MessagePack: compact and the fastest here; the default."""
 
     name = "msgpack"
 
     def __init__(self) -> None:
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder()
-
-    def dumps(self, value: Any) -> bytes:
-        try:
-            return self._encoder.encode(value)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise SerializationError(f"cannot encode {type(value).__name__}: {exc}") from exc
-
-    def loads(self, data: bytes) -> Any:
-        try:
-            return self._decoder.decode(data)
-        except (msgspec.DecodeError, ValueError) as exc:
-            raise SerializationError(f"cannot decode msgpack: {exc}") from exc
+        super().__init__(msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder())
 
 
-class JsonSerializer:
-    """msgspec's JSON: human readable in redis-cli, a little slower."""
+class JsonSerializer(_MsgspecSerializer):
+    """JSON: human readable in redis-cli, a little slower."""
 
     name = "json"
 
     def __init__(self) -> None:
-        self._encoder = msgspec.json.Encoder()
-        self._decoder = msgspec.json.Decoder()
-
-    def dumps(self, value: Any) -> bytes:
-        try:
-            return self._encoder.encode(value)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise SerializationError(f"cannot encode {type(value).__name__}: {exc}") from exc
-
-    def loads(self, data: bytes) -> Any:
-        try:
-            return self._decoder.decode(data)
-        except (msgspec.DecodeError, ValueError) as exc:
-            raise SerializationError(f"cannot decode json: {exc}") from exc
+        super().__init__(msgspec.json.Encoder(), msgspec.json.Decoder())
 
 
 class PickleSerializer:
