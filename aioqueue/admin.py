@@ -22,9 +22,8 @@ from types import TracebackType
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 
-from aioqueue.connection import connect
+from aioqueue.connection import RedisClient, connect_any
 from aioqueue.job import decode_envelope, decode_error
 from aioqueue.keys import THROUGHPUT_BUCKET_MS, QueueKeys
 from aioqueue.scripts import Scripts
@@ -85,7 +84,8 @@ class Admin:
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self.url = url
-        self.redis: Redis = connect(url, connect_timeout=timeout)  # calls: the CLI's deadline
+        # no per-call deadline here: the CLI bounds each command
+        self.redis: RedisClient = connect_any(url, connect_timeout=timeout)
         self.scripts = Scripts(self.redis)
 
     async def __aenter__(self) -> Admin:

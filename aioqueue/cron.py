@@ -41,13 +41,13 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from redis.asyncio import Redis
 
 from aioqueue.errors import ConfigurationError
 from aioqueue.keys import QueueKeys
 from aioqueue.task import Call, Task
 
 if TYPE_CHECKING:
+    from aioqueue.connection import RedisClient
     from aioqueue.worker import Worker
 
 __all__ = ["CronInfo", "CronJob", "cron", "every", "schedule_status", "schedule_table"]
@@ -230,7 +230,7 @@ def schedule_table(worker: Worker, now: datetime | None = None) -> list[CronInfo
     return [_info(e, e.queue(worker.queues[0]), now_ms, None) for e in worker.cron]
 
 
-async def schedule_status(worker: Worker, redis: Redis) -> list[CronInfo]:
+async def schedule_status(worker: Worker, redis: RedisClient) -> list[CronInfo]:
     """``schedule_table`` with the last tick fired of each job, on the Redis clock."""
     seconds, micros = await redis.time()
     now_ms = seconds * 1000 + micros // 1000
