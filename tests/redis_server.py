@@ -11,7 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 try:
     import ctypes
 
