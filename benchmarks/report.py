@@ -147,7 +147,7 @@ def render(path: Path) -> str:
     out += ["", "Checks (all scenarios of the run): every job counted by its id."]
     out += [
         "",
-        "| library | jobs missing | duplicates | result waits failed | event loop | runner |",
+        "| library | jobs missing | duplicates | waits failed | event loop | runner |",
     ]
     out += ["|---|---|---|---|---|---|"]
     for lib in libs:
