@@ -113,8 +113,9 @@ class Adapter:
         base += ["apps.aioqueue_app:worker", "--redis-url", self.url]
         base += ["--concurrency", str(concurrency)]
         self.runner = "python -m aioqueue run"
-        if processes > 1 and _has_processes_flag():
-            self.runner += " --processes"
+        if _has_processes_flag():
+            # always explicit: its default is one process per CPU
+            self.runner += " --processes N"
             return [[*base, "--processes", str(processes)]]
-        # no --processes on main yet: N worker processes started side by side
+        # no --processes: N worker processes started side by side
         return [base] * processes
