@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench chaos redis-server clean format
+.PHONY: test lint typecheck pytest demo bench bench-quick bench-venvs chaos redis-server clean format
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,30 @@ format: $(STAMP)
 
 demo: $(STAMP) redis-server
 	$(BIN)/python examples/demo.py
+
+# Benchmarks (issue #5): aioqueue and its peers, each from PyPI into its own
+# virtualenv under benchmarks/ (pinned in benchmarks/requirements-*.txt).
+# `make bench` is the full run (about an hour); `make bench ARGS=--quick` or
+# `make bench-quick` a smoke run of a few minutes.
+BENCH := benchmarks
+BENCH_VENVS := $(BENCH)/.venv-aq/.installed $(BENCH)/.venv-a/.installed $(BENCH)/.venv-t/.installed
+
+$(BENCH)/.venv-%/.installed: $(BENCH)/requirements-%.txt
+	test -x $(BENCH)/.venv-$*/bin/python || $(PYTHON) -m venv $(BENCH)/.venv-$*
+	cd $(BENCH) && .venv-$*/bin/python -m pip install -q -r requirements-$*.txt
+	touch $@
+
+$(BENCH)/.venv-aq/.installed: $(BENCH)/requirements-aq.txt pyproject.toml
+$(BENCH)/.venv-a/.installed: $(BENCH)/requirements-a.txt
+$(BENCH)/.venv-t/.installed: $(BENCH)/requirements-t.txt
+
+bench-venvs: $(BENCH_VENVS)
+
+bench: bench-venvs redis-server
+	$(BENCH)/.venv-aq/bin/python $(BENCH)/run.py $(ARGS)
+
+bench-quick: bench-venvs redis-server
+	$(BENCH)/.venv-aq/bin/python $(BENCH)/run.py --quick $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
