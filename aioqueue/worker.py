@@ -357,7 +357,7 @@ class Worker:
     async def _fetch_loop(self, send: MemoryObjectSendStream[Running]) -> None:
         backoff = 0.05
         backlog = False
-        while True:
+        while not self._stop.is_set():
             if backlog:
                 # The last claim was cut by capacity, so more jobs wait: one pass of
                 # the event loop lets finished jobs free their slots, and the next
@@ -468,8 +468,9 @@ class Worker:
                         return
                 except anyio.EndOfStream:
                     return
-                if self._stopping:
-                    self._finished(running, RELEASE)  # claimed, never started: hand back now
+                if self._stop.is_set():
+                    # stopping (a signal, max_jobs): claimed but not started goes back now
+                    self._finished(running, RELEASE)
                     continue
                 outcome: Outcome | None = None
                 started = time.perf_counter()
