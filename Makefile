@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench bench-quick bench-venvs chaos redis-server clean format
+.PHONY: test lint typecheck pytest docs demo bench bench-quick bench-venvs chaos redis-server clean format
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,12 @@ typecheck: $(STAMP)
 pytest: $(STAMP) redis-server
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+# The user guide (docs/, mkdocs.yml) into site/; --strict turns every warning
+# (a broken link or anchor, a page missing from the nav) into a failure.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+test: lint typecheck docs pytest
 
 format: $(STAMP)
 	$(BIN)/ruff format $(SOURCES)
@@ -70,7 +75,7 @@ bench-quick: bench-venvs redis-server
 	$(BENCH)/.venv-aq/bin/python $(BENCH)/run.py --quick $(ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache site
 
 # The chaos suite's long form (the short form runs in `make test`).
 chaos: $(STAMP) redis-server

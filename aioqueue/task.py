@@ -244,9 +244,10 @@ def task(
 ) -> Task[Any, Any] | _TaskDecorator:
     """Declare a task: ``@task`` or ``@task(max_attempts=5, timeout=30)``.
 
-    backoff: base seconds of the exponential retry delay (full jitter), capped at
-    backoff_max. max_lost: deliveries lost to a dead worker before the job is
-    dead-lettered (a job that kills its worker every time must not loop forever).
+    backoff: base seconds of the exponential retry delay, capped at backoff_max;
+    each delay is drawn between half and all of that (jitter). max_lost:
+    deliveries lost to a dead worker before the job is dead-lettered (a job
+    that kills its worker every time must not loop forever).
     unique / unique_key / on_locked: see the module docstring; unique_key is
     called with the job's arguments at enqueue time and implies unique.
     """
