@@ -50,7 +50,7 @@ def start_worker(url: str, queue: str, processes: int) -> subprocess.Popen[bytes
 
 
 async def throughput(url: str, task: object, n: int, processes: int, label: str) -> None:
-    queue_name = f"steady-{label}-{processes}"
+    queue_name = f"steady-{label.replace(' ', '-')}-{processes}"
     async with Queue(url, name=queue_name) as queue:
         for start in range(0, n, 2000):
             await queue.enqueue_many(task.call() for _ in range(min(2000, n - start)))  # type: ignore[attr-defined]
