@@ -52,6 +52,11 @@ async def exit_code(sup: Supervised, timeout: float = 60.0) -> int:
     return await anyio.to_thread.run_sync(sup.wait, timeout)
 
 
+def blocking_client(url: str) -> aioredis.Redis:
+    """For BLPOPs longer than redis-py's default 5 s read timeout; each names its own."""
+    return aioredis.from_url(url, socket_timeout=None)
+
+
 async def redis_ms(client: aioredis.Redis) -> int:
     seconds, micros = await client.time()
     return int(seconds) * 1000 + int(micros) // 1000
@@ -70,7 +75,7 @@ async def test_sigterm_supervisor_mid_load_then_restart_loses_nothing(
     # Grace 1 s: the short jobs finish in the drain, the long ones are handed back.
     env = {"TEST_LEASE": "60", "TEST_GRACE": "1", "TEST_CONCURRENCY": "20"}
     keys = QueueKeys(queue_name)
-    client = aioredis.from_url(redis_url)
+    client = blocking_client(redis_url)
     first = supervise("--processes", "2", env=env)
     await wait_for(first, "supervisor.child_ready", 2)
     try:
@@ -79,7 +84,8 @@ async def test_sigterm_supervisor_mid_load_then_restart_loses_nothing(
             short = await enqueue_records(queue, run, n, 0.05)
             for _ in long:  # all four long jobs run
                 assert await client.blpop([f"chaos:{run}:starts"], timeout=30)
-            await short[n // 3].result(timeout=60)  # mid-load
+            # mid-load: early enough for the 4 s jobs to be running in the long form too
+            await short[min(n // 3, 500)].result(timeout=60)
             in_flight = await client.zcard(keys.active)
             first.send(signal.SIGTERM)
             assert await exit_code(first) == 0
@@ -133,7 +139,7 @@ async def test_delayed_jobs_and_cron_across_a_supervisor_restart(
     run = secrets.token_hex(4)
     env = {"TEST_RUN": run, "TEST_LEASE": "60", "TEST_GRACE": "5"}
     target = "tests.chaos.jobs:cron_worker"
-    client = aioredis.from_url(redis_url)
+    client = blocking_client(redis_url)
     starts = f"chaos:{run}:starts"  # cron ticks only: the delayed jobs are `record`s
     try:
         first = supervise("--processes", "2", target=target, env=env)
@@ -229,7 +235,7 @@ async def test_fifty_producers_while_workers_consume_counts_add_up(
                     ids.extend(j.id for j in batch)
                     left -= size
 
-    client = aioredis.from_url(redis_url)
+    client = blocking_client(redis_url)
     try:
         began = time.monotonic()
         async with anyio.create_task_group() as tg:
