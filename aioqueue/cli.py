@@ -3,6 +3,7 @@
     aioqueue run app.tasks:worker [--processes N] [--burst] [--dev] [--reload] ...
     aioqueue enqueue app.tasks:send_email '"a@b.c"' --wait
     aioqueue info | jobs failed | jobs retry | jobs purge | check
+    aioqueue cron app.tasks:worker [--json]
 
 Settings of ``run``: a CLI flag wins over its AIOQUEUE_* environment variable,
 which wins over the Worker object's own value (see ``aioqueue.supervisor``).
@@ -13,6 +14,7 @@ exit 2; ``check`` exits 1 when no worker is alive.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -20,10 +22,11 @@ from typing import Any
 
 import click
 
-from aioqueue.cli_admin import check, enqueue, info, jobs
+from aioqueue.cli_admin import check, cron_schedule, enqueue, info, jobs
 from aioqueue.connection import UNAVAILABLE
 from aioqueue.errors import AioqueueError, ConfigurationError
 from aioqueue.logging import configure
+from aioqueue.task import Task
 from aioqueue.worker import Worker
 
 
@@ -49,7 +52,15 @@ def load_target(spec: str) -> Any:
 
 def load_worker(spec: str) -> Worker:
     worker = load_target(spec)
-    if callable(worker) and not isinstance(worker, Worker):
+    # a factory is called; a task is callable too, and so is a function that needs
+    # arguments: those are a wrong target, not a traceback
+    if callable(worker) and not isinstance(worker, Worker | Task):
+        try:
+            inspect.signature(worker).bind()
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{spec!r} is not a Worker or a function returning one (it takes arguments)"
+            ) from None
         worker = worker()
     if not isinstance(worker, Worker):
         raise ConfigurationError(f"{spec!r} is not a Worker (got {type(worker).__name__})")
@@ -228,3 +239,4 @@ cli.add_command(enqueue)
 cli.add_command(info)
 cli.add_command(jobs)
 cli.add_command(check)
+cli.add_command(cron_schedule)

@@ -1,4 +1,4 @@
-"""The on-call commands: ``enqueue``, ``info``, ``jobs failed|retry|purge``, ``check``.
+"""The on-call commands: ``enqueue``, ``info``, ``jobs failed|retry|purge``, ``check``, ``cron``.
 
 Human tables by default, ``--json`` for scripts. Exit codes: 0 done, 1 the
 answer is "no" (a job failed, no live worker, an id not found), 2 an error
@@ -12,16 +12,27 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import click
+from redis.exceptions import RedisError
 
 from aioqueue.admin import Admin, QueueInfo, WorkerInfo
 from aioqueue.client import Queue
-from aioqueue.connection import DEFAULT_URL, mapped_errors, redact
-from aioqueue.errors import ConfigurationError, JobFailed, JobNotFound, ResultTimeout
+from aioqueue.connection import DEFAULT_URL, connect_any, mapped_errors, redact
+from aioqueue.cron import CronInfo, schedule_status, schedule_table
+from aioqueue.errors import (
+    ConfigurationError,
+    JobFailed,
+    JobNotFound,
+    RedisUnavailable,
+    ResultTimeout,
+)
 from aioqueue.task import DEFAULT_QUEUE, Task
+
+if TYPE_CHECKING:
+    from aioqueue.worker import Worker
 
 T = TypeVar("T")
 
@@ -355,3 +366,110 @@ def check(queues: tuple[str, ...], this_host: bool, as_json: bool, redis_url: st
     if not alive:
         where = f" on {host}" if this_host else ""
         raise No(f"no worker with a fresh heartbeat{where}")
+
+
+# -- cron --------------------------------------------------------------------------------
+
+CRON_TIMEOUT = 3.0  # Redis only adds the last ticks: a schedule is worth showing without it
+
+
+@click.command(name="cron")
+@click.argument("target")
+@click.option(
+    "--redis-url",
+    envvar="AIOQUEUE_REDIS_URL",
+    show_envvar=True,
+    help="Redis to read the last ticks from.  [default: the worker's]",
+)
+@json_option
+def cron_schedule(target: str, redis_url: str | None, as_json: bool) -> None:
+    """The recurring jobs of the worker TARGET: schedule, next fire time, last tick fired.
+
+    TARGET is what `aioqueue run` takes. When Redis answers, next fire times are
+    on its clock (the one ticks fire by) and the last tick fired is read from
+    it; otherwise next fire times come from this host's clock, the last tick is
+    unknown and a note says why (exit 0 either way).
+    """
+    from aioqueue.cli import load_worker
+
+    worker = load_worker(target)
+    url = redis_url or worker.redis_url
+    table, error = _cron_table(worker, url) if worker.cron else ([], None)
+    if as_json:
+        _emit_json(
+            {
+                "target": target,
+                "redis": redact(url),
+                "redis_reachable": error is None,
+                "error": error,
+                "jobs": [_cron_json(c) for c in table],
+            }
+        )
+        return
+    if not worker.cron:
+        click.echo(f"no recurring jobs in {target}")
+        return
+    unknown = "?" if error is not None else "never"
+    _table(
+        ["NAME", "TASK", "SCHEDULE", "TIMEZONE", "QUEUE", "NEXT FIRE", "LAST FIRED", "OPTIONS"],
+        [
+            [
+                c.name,
+                c.task,
+                c.schedule,
+                c.timezone,
+                c.queue,
+                _local(c.next_fire),
+                _local(c.last_fired) if c.last_fired is not None else unknown,
+                _cron_options(c) or "-",
+            ]
+            for c in table
+        ],
+    )
+    if error is not None:
+        # stderr: the table on stdout stays the same shape for anyone piping it
+        click.echo(
+            f"aioqueue: last ticks unknown, next fire times from this host's clock: {error}",
+            err=True,
+        )
+
+
+def _cron_table(worker: Worker, url: str) -> tuple[list[CronInfo], str | None]:
+    """The schedule with the last ticks from Redis, or without them and why not."""
+
+    async def main() -> list[CronInfo]:
+        # the deadline outside the mapping: its TimeoutError says more than "unavailable"
+        with anyio.fail_after(CRON_TIMEOUT), mapped_errors(url):
+            redis = connect_any(url, connect_timeout=CRON_TIMEOUT)
+            try:
+                return await schedule_status(worker, redis)
+            finally:
+                await redis.aclose()
+
+    try:
+        return anyio.run(main), None
+    except TimeoutError:
+        error = f"Redis at {redact(url)} did not answer within {CRON_TIMEOUT:g}s"
+    except RedisUnavailable as exc:
+        error = str(exc)
+    except RedisError as exc:  # an ACL refusing TIME or HGET
+        error = f"Redis at {redact(url)} refused: {exc}"
+    return schedule_table(worker), error
+
+
+def _cron_options(c: CronInfo) -> str:
+    return ",".join(o for o, on in (("catch_up", c.catch_up), ("no_overlap", c.no_overlap)) if on)
+
+
+def _local(dt: datetime) -> str:
+    """The time in the job's own time zone, as its schedule is written."""
+    return dt.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _cron_json(c: CronInfo) -> dict[str, Any]:
+    out = asdict(c)
+    for name in ("next_fire", "last_fired"):
+        dt = out[name]
+        out[name] = dt.isoformat() if dt is not None else None
+        out[f"{name}_ms"] = round(dt.timestamp() * 1000) if dt is not None else None
+    return out

@@ -126,9 +126,14 @@ class Supervised:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # children the supervisor did not see exit (it was killed first): a pid it
+        # reaped may belong to another process by now
+        gone = {e["pid"] for e in self.matching("supervisor.child_exited")}
+        gone |= {e["pid"] for e in self.matching("supervisor.child_retired")}
         for event in self.matching("supervisor.child_started"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(event["pid"], signal.SIGKILL)
+            if event["pid"] not in gone:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(event["pid"], signal.SIGKILL)
         self._reader.join(10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()

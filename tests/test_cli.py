@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -259,6 +260,9 @@ def run_cli(
         (["info", "--redis-url", UNREACHABLE], "unavailable"),
         (["jobs", "failed", "--redis-url", UNREACHABLE], "unavailable"),
         (["check", "--redis-url", UNREACHABLE], "unavailable"),
+        (["cron", "nope.module:worker"], "cannot import 'nope.module'"),
+        (["cron", "tests.tasks:add"], "is not a Worker"),
+        (["cron", "tests.chaos.jobs:in_process_worker"], "takes arguments"),
     ],
 )
 def test_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
@@ -276,6 +280,74 @@ def test_real_process_errors_have_no_traceback() -> None:
     down = run_cli("info", "--redis-url", UNREACHABLE)
     assert down.returncode == 2 and "Traceback" not in down.stderr
     assert "user:***@127.0.0.1:1" in down.stderr and "s3cret" not in down.stderr
+
+
+# -- cron --------------------------------------------------------------------------------
+
+
+def test_cron_lists_next_fire_times_and_last_ticks(
+    redis_url: str, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    seconds, _ = sync_redis.time()
+    now_ms = int(seconds) * 1000
+    last_ms = now_ms - 5000
+    sync_redis.hset(QueueKeys(queue_name).cron, "every-second", last_ms)
+    env = {"AIOQUEUE_REDIS_URL": redis_url, "TEST_QUEUE": queue_name}
+
+    human = run_cli("cron", "tests.apps_cron:worker", env=env)
+    assert human.returncode == 0 and human.stderr == "", human.stderr
+    header, every, slow = human.stdout.splitlines()
+    assert header.split() == [
+        "NAME", "TASK", "SCHEDULE", "TIMEZONE", "QUEUE", "NEXT", "FIRE", "LAST", "FIRED", "OPTIONS"
+    ]  # fmt: skip
+    last = datetime.fromtimestamp(last_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert every.startswith("every-second") and last in every and every.split()[-1] == "-"
+    assert every.split()[2:10] == ["*"] * 6 + ["UTC", queue_name]
+    assert slow.startswith("slow") and slow.split()[-2:] == ["never", "no_overlap"]
+
+    out = run_cli("cron", "tests.apps_cron:worker", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["redis_reachable"] is True and data["error"] is None
+    jobs = {j["name"]: j for j in data["jobs"]}
+    assert set(jobs) == {"every-second", "slow"}
+    assert jobs["every-second"]["last_fired_ms"] == last_ms
+    assert jobs["every-second"]["task"] == "tests.sched_tasks.stamp"
+    assert jobs["slow"]["last_fired"] is None and jobs["slow"]["no_overlap"] is True
+    for job in jobs.values():
+        # the next whole second on the Redis clock, read a moment after now_ms
+        assert now_ms < job["next_fire_ms"] <= now_ms + 30_000
+        assert job["next_fire_ms"] % 1000 == 0
+        assert datetime.fromisoformat(job["next_fire"]).timestamp() * 1000 == job["next_fire_ms"]
+        assert job["queue"] == queue_name and job["schedule"] == "* * * * * *"
+
+
+def test_cron_without_redis_still_shows_the_schedule(queue_name: str) -> None:
+    env = {"AIOQUEUE_REDIS_URL": UNREACHABLE, "TEST_QUEUE": queue_name}
+    human = run_cli("cron", "tests.apps_cron:worker", env=env)
+    assert human.returncode == 0, human.stderr
+    assert [line.split()[0] for line in human.stdout.splitlines()] == [
+        "NAME",
+        "every-second",
+        "slow",
+    ]
+    assert [line.split()[-2] for line in human.stdout.splitlines()[1:]] == ["?", "?"]  # unknown
+    (note,) = human.stderr.splitlines()
+    assert note.startswith("aioqueue: last ticks unknown") and "user:***@127.0.0.1:1" in note
+    assert "s3cret" not in human.stderr
+
+    out = run_cli("cron", "tests.apps_cron:worker", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["redis_reachable"] is False and "unavailable" in data["error"]
+    assert [j["last_fired"] for j in data["jobs"]] == [None, None]
+    assert "s3cret" not in out.stdout
+
+
+def test_cron_of_a_worker_without_recurring_jobs() -> None:
+    out = invoke("cron", "tests.apps:worker")
+    assert out.exit_code == 0 and out.stdout == "no recurring jobs in tests.apps:worker\n"
+    assert json.loads(invoke("cron", "tests.apps:worker", "--json").stdout)["jobs"] == []
 
 
 def test_run_in_process_burst(redis_url: str, queue_name: str) -> None:

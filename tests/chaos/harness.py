@@ -1,4 +1,4 @@
-"""The chaos suite's tools: a pool of real worker processes and the final audit."""
+"""The chaos suite's tools: a pool of real worker processes, waits and the final audit."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import redis.asyncio as aioredis
 
+from aioqueue import Job, Queue
 from aioqueue.keys import QueueKeys
+from tests.chaos import jobs
+from tests.supervised import Supervised
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG = os.environ.get("AIOQUEUE_CHAOS") == "long"
@@ -87,6 +91,38 @@ class WorkerPool:
         self.procs.clear()
 
 
+def live_children(sup: Supervised) -> list[int]:
+    """Pids of the supervisor's children that fetch jobs and have not exited, from its log."""
+    gone = {e["pid"] for e in sup.matching("supervisor.child_exited")}
+    gone |= {e["pid"] for e in sup.matching("supervisor.child_retired")}
+    return [pid for pid in sup.ready_pids() if pid not in gone]
+
+
+async def enqueue_records(queue: Queue, run: str, n: int, seconds: float) -> list[Job[int]]:
+    out: list[Job[int]] = []
+    for start in range(0, n, 1000):
+        out += await queue.enqueue_many(
+            jobs.record.call(run, seconds) for _ in range(min(1000, n - start))
+        )
+    return out
+
+
+async def wait_all(jobs_: list[Job[int]], timeout: float, at_once: int = 5000) -> list[int]:
+    """Every job's result (each an `await`: no polling), ``at_once`` waits at a time."""
+    results: list[int] = [0] * len(jobs_)
+    limit = anyio.Semaphore(at_once)
+
+    async def one(i: int, job: Job[int]) -> None:
+        async with limit:
+            results[i] = await job.result(timeout=timeout)
+
+    with anyio.fail_after(timeout):
+        async with anyio.create_task_group() as tg:
+            for i, job in enumerate(jobs_):
+                tg.start_soon(one, i, job)
+    return results
+
+
 @dataclass
 class Audit:
     started: dict[str, int]
@@ -95,6 +131,7 @@ class Audit:
     scheduled: int
     ready: int
     dead: set[str]
+    stats: dict[str, int]
 
     def duplicates(self) -> int:
         return sum(n - 1 for n in self.finished.values() if n > 1)
@@ -120,6 +157,25 @@ async def audit(url: str, run: str, queue: str) -> Audit:
             scheduled=await client.zcard(keys.sched),
             ready=await client.llen(keys.ready),
             dead={m.decode() for m in await client.zrange(keys.dead, 0, -1)},
+            stats={k.decode(): int(v) for k, v in (await client.hgetall(keys.stats)).items()},
         )
+    finally:
+        await client.aclose()
+
+
+async def lost_deliveries(url: str, queue: str, ids: list[str]) -> dict[str, int]:
+    """Jobs with deliveries that were taken back after their lease expired (field `l`)."""
+    client = aioredis.from_url(url)
+    keys = QueueKeys(queue)
+    try:
+        out: dict[str, int] = {}
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            async with client.pipeline(transaction=False) as pipe:
+                for job_id in chunk:
+                    pipe.hget(keys.job(job_id), "l")
+                values = await pipe.execute()
+            out.update({i: int(v) for i, v in zip(chunk, values, strict=True) if v and int(v)})
+        return out
     finally:
         await client.aclose()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
 
 from aioqueue import Worker, current_job, task
+from aioqueue.cron import cron
 
 URL = os.environ.get("AIOQUEUE_REDIS_URL", "redis://localhost:6379/0")
 _clients: dict[tuple[int, str], aioredis.Redis] = {}
@@ -51,6 +53,37 @@ async def record(run: str, seconds: float) -> int:
     return os.getpid()
 
 
+@task(max_attempts=5, backoff=0.05, backoff_max=0.5, max_lost=20)
+async def announced(run: str, seconds: float) -> int:
+    """``record`` that also pushes its job id to ``chaos:<run>:starts`` as it starts,
+    so a test can wait (BLPOP) for a job to be running instead of polling."""
+    ctx = current_job()
+    async with _redis().pipeline(transaction=False) as pipe:
+        pipe.hincrby(f"chaos:{run}:started", ctx.job_id, 1)
+        pipe.rpush(f"chaos:{run}:starts", ctx.job_id)
+        await pipe.execute()
+    if seconds:
+        await anyio.sleep(seconds)
+    await _redis().hincrby(f"chaos:{run}:finished", ctx.job_id, 1)
+    return os.getpid()
+
+
+@task(max_attempts=5, backoff=0.05, backoff_max=0.5, max_lost=20)
+async def tallied(run: str, total: int) -> None:
+    """``record`` of a job that does no work, plus one signal for the whole run: the job
+    that makes ``total`` distinct ids finished pushes to ``chaos:<run>:all-done``, so a
+    test waits (BLPOP) once instead of awaiting every job."""
+    ctx = current_job()
+    finished = f"chaos:{run}:finished"
+    async with _redis().pipeline(transaction=True) as pipe:  # one atomic count
+        pipe.hincrby(f"chaos:{run}:started", ctx.job_id, 1)
+        pipe.hincrby(finished, ctx.job_id, 1)
+        pipe.hlen(finished)
+        _, runs, distinct = await pipe.execute()
+    if runs == 1 and distinct == total:  # exactly one job sees this
+        await _redis().rpush(f"chaos:{run}:all-done", ctx.job_id)
+
+
 @task(max_attempts=3, max_lost=1)
 async def dies() -> None:
     """Takes its whole worker process down, every time."""
@@ -84,12 +117,31 @@ async def blocks_loop(run: str, seconds: float) -> int:
     return os.getpid()
 
 
-worker = Worker(
-    [record, dies, raises, hangs, blocks_loop],
-    redis_url=URL,
-    queues=[os.environ.get("TEST_QUEUE", "chaos")],
-    lease=float(os.environ.get("TEST_LEASE", "2")),
-    heartbeat=float(os.environ.get("TEST_LEASE", "2")) / 4,
-    grace=float(os.environ.get("TEST_GRACE", "10")),
-    concurrency=int(os.environ.get("TEST_CONCURRENCY", "50")),
-)
+def _settings() -> dict[str, Any]:
+    """The worker's settings from the test's environment."""
+    lease = float(os.environ.get("TEST_LEASE", "2"))
+    return {
+        "redis_url": URL,
+        "queues": [os.environ.get("TEST_QUEUE", "chaos")],
+        "lease": lease,
+        "heartbeat": lease / 4,
+        "grace": float(os.environ.get("TEST_GRACE", "10")),
+        "concurrency": int(os.environ.get("TEST_CONCURRENCY", "50")),
+    }
+
+
+worker = Worker([record, announced, tallied, dies, raises, hangs, blocks_loop], **_settings())
+
+
+def cron_worker() -> Worker:
+    """``worker`` plus two per-second schedules of ``announced(TEST_RUN, 0)``: "skip"
+    (missed ticks are skipped, the default) and "catch-up" (``catch_up=True``)."""
+    run = os.environ["TEST_RUN"]
+    return Worker(
+        [record, announced],
+        cron=[
+            cron("* * * * * *", announced.call(run, 0), name="skip"),
+            cron("* * * * * *", announced.call(run, 0), name="catch-up", catch_up=True),
+        ],
+        **_settings(),
+    )

@@ -12,7 +12,6 @@ import random
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -23,46 +22,12 @@ from aioqueue import Job, JobFailed, Queue
 from aioqueue.errors import RedisUnavailable
 from aioqueue.keys import QueueKeys
 from tests.chaos import jobs
-from tests.chaos.harness import WorkerPool, audit, scale
+from tests.chaos.harness import WorkerPool, audit, enqueue_records, scale, wait_all
 from tests.chaos.proxy import ChaosProxy
 from tests.conftest import running
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, object]]:
-    return ("asyncio", {"use_uvloop": True})  # one loop is enough for chaos: it is slow
-
-
-@pytest.fixture
-async def tcp_redis() -> AsyncIterator[RedisServer]:
-    server = RedisServer(appendonly=True, port=free_port())
-    server.start()
-    yield server
-    server.cleanup()
-
-
-async def wait_all(jobs_: list[Job[int]], timeout: float) -> list[int]:
-    results: list[int] = [0] * len(jobs_)
-
-    async def one(i: int, job: Job[int]) -> None:
-        results[i] = await job.result(timeout=timeout)
-
-    async with anyio.create_task_group() as tg:
-        for i, job in enumerate(jobs_):
-            tg.start_soon(one, i, job)
-    return results
-
-
-async def enqueue_records(queue: Queue, run: str, n: int, seconds: float) -> list[Job[int]]:
-    out: list[Job[int]] = []
-    for start in range(0, n, 1000):
-        out += await queue.enqueue_many(
-            jobs.record.call(run, seconds) for _ in range(min(1000, n - start))
-        )
-    return out
 
 
 async def test_sigkill_random_workers_while_jobs_run(
