@@ -263,11 +263,12 @@ class Worker:
                 service.start_soon(self._abort_listener)
                 if self._cluster_waker is not None:
                     service.start_soon(self._cluster_waker.run)
+                cron_scope = anyio.CancelScope()
                 if self.cron:
                     runner = CronRunner(
                         self.cron, self.scripts, self.serializer, self.queues[0], self.signing_key
                     )
-                    await service.start(runner.run)
+                    await service.start(self._run_cron, runner, cron_scope)
                 async with anyio.create_task_group() as jobs:
                     self._jobs = jobs
                     self._receive = receive
@@ -284,6 +285,9 @@ class Worker:
                     task_status.started()
                     await self._stop.wait()
                     self._stopping = True
+                    # no cron tick fired while draining: it would wait in the ready
+                    # list for the next start, even with catch_up off
+                    cron_scope.cancel()
                     self._fetch_scope.cancel()
                     await self._fetch_done.wait()
                     await self._drain()
@@ -292,6 +296,16 @@ class Worker:
                 service.cancel_scope.cancel()
         self._stop_calls = 0
         log.info("worker.stopped", worker=self.id, jobs_done=self.jobs_done)
+
+    async def _run_cron(
+        self,
+        runner: CronRunner,
+        scope: anyio.CancelScope,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with scope:
+            await runner.run(task_status=task_status)
 
     async def _shutdown_hooks(self) -> None:
         for hook in self.on_shutdown:

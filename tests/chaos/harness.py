@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class WorkerPool:
     env: dict[str, str] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     spawned: int = 0
+    logs: dict[int, Path] = field(default_factory=dict)
 
     def start_one(self) -> subprocess.Popen[bytes]:
         env = {
@@ -44,6 +46,9 @@ class WorkerPool:
             "PYTHONPATH": str(ROOT),
             **self.env,
         }
+        fd, name = tempfile.mkstemp(prefix="aioqueue-chaos-", suffix=".log")
+        path = Path(name)
+        log = os.fdopen(fd, "wb")
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -58,11 +63,18 @@ class WorkerPool:
             ],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            # a file, not a pipe: a pipe nobody reads fills up during a long
+            # outage and the worker then blocks writing its log
+            stderr=log,
         )
+        log.close()
+        self.logs[proc.pid] = path
         self.spawned += 1
         self.procs.append(proc)
         return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
+        return self.logs[proc.pid].read_text()
 
     def start(self) -> None:
         for _ in range(self.size):
@@ -76,8 +88,6 @@ class WorkerPool:
         dead = [p for p in self.procs if p.poll() is not None]
         for proc in dead:
             self.procs.remove(proc)
-            if proc.stderr:
-                proc.stderr.close()
             self.start_one()
         return len(dead)
 
@@ -86,9 +96,9 @@ class WorkerPool:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
-            if proc.stderr:
-                proc.stderr.close()
         self.procs.clear()
+        for path in self.logs.values():
+            path.unlink(missing_ok=True)
 
 
 def live_children(sup: Supervised) -> list[int]:

@@ -260,7 +260,7 @@ async def test_redis_down_then_back_workers_resume_quietly(
     finally:
         proc.kill()
         proc.wait()
-        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        stderr = pool.log_of(proc)
         pool.stop()
     lines = len(stderr.splitlines())
     assert cpu_down < 0.1 * down_for, f"worker used {cpu_down:.2f}s CPU in a {down_for}s outage"
