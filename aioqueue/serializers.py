@@ -73,7 +73,7 @@ class PickleSerializer:
     name = "pickle"
 
     def dumps(self, value: Any) -> bytes:
-        import pickle
+        import pickle  # opt-in by name only: see PickleSerializer
 
         try:
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -81,7 +81,7 @@ class PickleSerializer:
             raise SerializationError(f"cannot pickle {type(value).__name__}: {exc}") from exc
 
     def loads(self, data: bytes) -> Any:
-        import pickle
+        import pickle  # opt-in by name only: see PickleSerializer
 
         try:
             return pickle.loads(data)  # noqa: S301 - opted in by name
