@@ -122,19 +122,23 @@ async def test_proxy_cuts_and_stalls_connections(tcp_redis: RedisServer, queue_n
     proxy = ChaosProxy(tcp_redis.port)
     await proxy.start()
     url = f"redis://127.0.0.1:{proxy.port}/0"
-    pool = WorkerPool(url, queue_name, size=2, env={"TEST_LEASE": "3"})
+    env = {"TEST_LEASE": "3", "CHAOS_RECORD_URL": tcp_redis.url}
+    pool = WorkerPool(url, queue_name, size=2, env=env)
     pool.start()
+    in_flight_at_faults = 0
     try:
         async with Queue(tcp_redis.url, name=queue_name) as queue:  # the producer is not proxied
             handles = await enqueue_records(queue, run, n, 0.02)
             finished = anyio.Event()
 
             async def chaos() -> None:
+                nonlocal in_flight_at_faults
                 while not finished.is_set():
                     with anyio.move_on_after(random.uniform(0.2, 0.6)):
                         await finished.wait()
                     if finished.is_set():
                         return
+                    in_flight_at_faults += await queue.redis.zcard(QueueKeys(queue_name).active)
                     if random.random() < 0.5:
                         proxy.cut()
                     else:
@@ -151,9 +155,11 @@ async def test_proxy_cuts_and_stalls_connections(tcp_redis: RedisServer, queue_n
     result = await audit(tcp_redis.url, run, queue_name)
     assert proxy.cuts + proxy.stalls >= 1
     assert result.missing([j.id for j in handles]) == []
+    assert result.duplicates() <= in_flight_at_faults
     assert (result.active, result.scheduled, result.ready) == (0, 0, 0)
     print(
         f"\nchaos proxy: cuts={proxy.cuts} stalls={proxy.stalls} duplicates={result.duplicates()}"
+        f" bound={in_flight_at_faults}"
     )
 
 
