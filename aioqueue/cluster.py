@@ -22,7 +22,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl
 
 import anyio
 import structlog
@@ -33,6 +33,7 @@ from redis.exceptions import RedisClusterException, ResponseError, SlotNotCovere
 
 from aioqueue.connection import UNAVAILABLE
 from aioqueue.errors import ConfigurationError, RedisUnavailable
+from aioqueue.urls import split_multi_host
 
 __all__ = ["ClusterClient", "ClusterWaker", "connect_cluster", "is_cluster_url", "load_library"]
 
@@ -57,26 +58,11 @@ def is_cluster_url(url: str) -> bool:
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     """Startup nodes and connection options of a ``redis+cluster://`` URL."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        raise ConfigurationError(f"not a cluster URL: {scheme}://")
-    userinfo, _, hostlist = parts.netloc.rpartition("@")
-    nodes: list[tuple[str, int]] = []
-    for item in hostlist.split(","):
-        host, _, port = item.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigurationError(f"cluster URL needs host:port items, got {item!r}")
-        nodes.append((host.strip("[]"), int(port)))
+    parsed = split_multi_host(url, SCHEMES, "cluster")
+    parts, nodes = parsed.parts, parsed.hosts
     if parts.path not in ("", "/", "/0"):
         raise ConfigurationError("Redis Cluster has only database 0")
-    kwargs: dict[str, Any] = {}
-    if userinfo:
-        user, has_password, password = userinfo.partition(":")
-        kwargs["username"] = unquote(user) or None
-        kwargs["password"] = unquote(password) if has_password else None
-    if SCHEMES[scheme]:
-        kwargs["ssl"] = True
+    kwargs: dict[str, Any] = dict(parsed.auth)
     for name, value in parse_qsl(parts.query):
         if name not in _OPTIONS:
             raise ConfigurationError(f"unknown cluster URL option {name!r}")

@@ -17,12 +17,13 @@ with the data, and reloaded on "Function not found" anyway.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
 from aioqueue.errors import ConfigurationError
+from aioqueue.urls import split_multi_host
 
 __all__ = ["connect_sentinel", "is_sentinel_url"]
 
@@ -38,27 +39,12 @@ def parse_sentinel_url(
     url: str,
 ) -> tuple[list[tuple[str, int]], str, dict[str, Any], dict[str, Any]]:
     """(sentinels, service, options for data nodes, options for sentinels)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        raise ConfigurationError(f"not a sentinel URL: {scheme}://")
-    userinfo, _, hostlist = parts.netloc.rpartition("@")
-    sentinels: list[tuple[str, int]] = []
-    for item in hostlist.split(","):
-        host, _, port = item.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigurationError(f"sentinel URL needs host:port items, got {item!r}")
-        sentinels.append((host.strip("[]"), int(port)))
+    parsed = split_multi_host(url, SCHEMES, "sentinel")
+    parts, sentinels = parsed.parts, parsed.hosts
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ConfigurationError("sentinel URL path must be /<service> or /<service>/<db>")
-    options: dict[str, Any] = {"db": int(path[1]) if len(path) == 2 else 0}
-    if userinfo:
-        user, has_password, password = userinfo.partition(":")
-        options["username"] = unquote(user) or None
-        options["password"] = unquote(password) if has_password else None
-    if SCHEMES[scheme]:
-        options["ssl"] = True
+    options: dict[str, Any] = {"db": int(path[1]) if len(path) == 2 else 0, **parsed.auth}
     sentinel_options: dict[str, Any] = {}
     for name, value in parse_qsl(parts.query):
         if name in _SENTINEL_OPTIONS:

