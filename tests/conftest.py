@@ -88,6 +88,21 @@ async def running(worker: Worker) -> AsyncIterator[Worker]:
             worker.stop()  # no grace: tests end promptly
 
 
+async def abort_running_sleepy_job(queue: Queue) -> None:
+    """Enqueues a 60 s job, waits until a worker runs it, aborts it, and checks that
+    awaiting it raises JobAborted (shared by the single, cluster and sentinel tests)."""
+    from aioqueue import JobAborted, JobStatus
+    from tests import tasks
+
+    job = await queue.enqueue(tasks.sleepy, 60)
+    with anyio.fail_after(10):
+        while await job.status() is not JobStatus.ACTIVE:
+            await anyio.sleep(0.02)
+    assert await job.abort()
+    with pytest.raises(JobAborted):
+        await job.result(timeout=10)
+
+
 @pytest.fixture
 def spawn_worker(redis_url: str, queue_name: str) -> Iterator[Any]:
     """Starts ``aioqueue run tests.apps:worker`` as a real child process."""

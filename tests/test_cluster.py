@@ -13,7 +13,6 @@ import pytest
 
 from aioqueue import (
     ConfigurationError,
-    JobAborted,
     JobFailed,
     JobNotFound,
     JobStatus,
@@ -25,7 +24,7 @@ from aioqueue.cluster import parse_cluster_url
 from aioqueue.keys import QueueKeys, queue_prefix
 from tests import tasks
 from tests.cluster import LocalCluster, command
-from tests.conftest import running
+from tests.conftest import abort_running_sleepy_job, running
 from tests.failover import outcomes, run_through_failover
 
 pytestmark = pytest.mark.anyio
@@ -133,13 +132,7 @@ async def test_abort_running_job(redis_cluster: LocalCluster) -> None:
     url = redis_cluster.url
     (a,) = queues_on_distinct_primaries(redis_cluster, 1)
     async with Queue(url, name=a) as queue, running(make_worker(url, [a])):
-        job = await queue.enqueue(tasks.sleepy, 60)
-        with anyio.fail_after(10):
-            while await job.status() is not JobStatus.ACTIVE:
-                await anyio.sleep(0.02)
-        assert await job.abort()
-        with pytest.raises(JobAborted):
-            await job.result(timeout=10)
+        await abort_running_sleepy_job(queue)
 
 
 async def test_worker_on_two_slots_blocks_idle_and_wakes_at_once(

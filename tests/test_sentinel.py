@@ -5,14 +5,13 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import anyio
 import pytest
 
-from aioqueue import ConfigurationError, JobAborted, JobStatus, Queue, Worker
+from aioqueue import ConfigurationError, Queue, Worker
 from aioqueue.sentinel import parse_sentinel_url
 from tests import tasks
 from tests.cluster import LocalSentinel
-from tests.conftest import running
+from tests.conftest import abort_running_sleepy_job, running
 from tests.failover import outcomes, run_through_failover
 
 pytestmark = pytest.mark.anyio
@@ -49,13 +48,7 @@ async def test_round_trip_abort_and_durable_enqueue(redis_sentinel: LocalSentine
         running(make_worker(url, name)),
     ):
         assert await (await queue.enqueue(tasks.add, 2, 3)).result(timeout=5) == 5
-        job = await queue.enqueue(tasks.sleepy, 60)
-        with anyio.fail_after(10):
-            while await job.status() is not JobStatus.ACTIVE:
-                await anyio.sleep(0.02)
-        assert await job.abort()
-        with pytest.raises(JobAborted):
-            await job.result(timeout=10)
+        await abort_running_sleepy_job(queue)
 
 
 async def test_primary_killed_mid_run_workers_and_clients_follow(
