@@ -175,7 +175,16 @@ async def test_delayed_jobs_and_cron_across_a_supervisor_restart(
     assert result.duplicates() == 0
     cron_ids = [i for i in result.started if i.startswith("cron:")]
     assert all(result.started[i] == result.finished.get(i) == 1 for i in cron_ids)  # none doubled
-    assert (result.active, result.scheduled, result.ready) == (0, 0, 0)
+    assert (result.active, result.scheduled) == (0, 0)
+    # A tick fired in the instant before the last SIGTERM is not lost: it waits in
+    # the ready list for the next start. Only such ticks may be left there.
+    left = [
+        i.decode()
+        for i in await blocking_client(redis_url).lrange(QueueKeys(queue_name).ready, 0, -1)
+    ]
+    last_run = max(int(i.rsplit(":", 1)[1]) for i in cron_ids)
+    assert all(i.startswith("cron:") and int(i.rsplit(":", 1)[1]) >= last_run for i in left), left
+    assert len(left) <= 2  # at most the next tick of each of the two schedules
     assert result.dead == set()
     assert await lost_deliveries(redis_url, queue_name, [*cron_ids, *(j.id for j in delayed)]) == {}
 
