@@ -11,7 +11,6 @@ sent, so an argument that cannot be encoded fails the call and writes nothing.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,10 +39,27 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+# every 10-bit value as its two base32 characters: an id is 8 lookups, where
+# base64.b32encode (pure Python) took half the time of encoding a whole job
+_PAIRS = [a + b for a in _B32 for b in _B32]
+
+
 def new_job_id() -> str:
     """16 characters of [a-z2-7], 80 random bits: safe in shells and never taken
     for a CLI option (a URL-safe token can start with '-')."""
-    return base64.b32encode(os.urandom(10)).decode().lower()
+    n = int.from_bytes(os.urandom(10))
+    p = _PAIRS
+    return (
+        p[n >> 70]
+        + p[(n >> 60) & 1023]
+        + p[(n >> 50) & 1023]
+        + p[(n >> 40) & 1023]
+        + p[(n >> 30) & 1023]
+        + p[(n >> 20) & 1023]
+        + p[(n >> 10) & 1023]
+        + p[n & 1023]
+    )
 
 
 class Queue:
@@ -218,22 +234,25 @@ class Queue:
 
     async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:
         """Adds many jobs in one round trip; handles come back in the same order."""
+        encoded = [self._encode(call.task, call.args, call.kwargs) for call in calls]
+        if not encoded:
+            return []
+        queue = encoded[0][0]
+        if all(q == queue for q, _ in encoded):  # the common case: one queue, one call
+            statuses = await self._send(queue, [wire for _, wire in encoded])
+            return [
+                Job(self, queue, wire[0], status == "new")
+                for (_, wire), status in zip(encoded, statuses, strict=True)
+            ]
         by_queue: dict[str, list[EnqueueWire]] = {}
         order: list[tuple[str, int]] = []
-        for call in calls:
-            queue, wire = self._encode(call.task, call.args, call.kwargs)
+        for queue, wire in encoded:
             batch = by_queue.setdefault(queue, [])
             order.append((queue, len(batch)))
             batch.append(wire)
-        if not order:
-            return []
-        if len(by_queue) == 1:
-            ((queue, batch),) = by_queue.items()
-            statuses = {queue: await self._send(queue, batch)}
-        else:
-            statuses = await self._enqueue_queues(by_queue)
+        by_status = await self._enqueue_queues(by_queue)
         return [
-            Job(self, queue, by_queue[queue][i][0], created=statuses[queue][i] == "new")
+            Job(self, queue, by_queue[queue][i][0], by_status[queue][i] == "new")
             for queue, i in order
         ]
 

@@ -172,7 +172,7 @@ class Job(Generic[R]):
 
     __slots__ = ("_client", "created", "id", "queue")
 
-    def __init__(self, client: Queue, queue: str, job_id: str, *, created: bool = True) -> None:
+    def __init__(self, client: Queue, queue: str, job_id: str, created: bool = True) -> None:
         self._client = client
         self.queue = queue
         self.id = job_id

@@ -65,6 +65,9 @@ IDLE_WAIT = 5.0  # longest a worker blocks without a look at its queues
 PREFETCH_JOB_TIME = 0.02  # mean job seconds under which a worker prefetches
 MAX_BACKOFF = 2.0  # longest wait between reconnect attempts: back within 2 s of Redis
 REGISTRY_TTL = 60.0
+# outcomes written per finish call: a few ms of Redis time at most, however
+# many piled up while Redis was slow or away (one unbounded call would stall it)
+FINISH_BATCH = 256
 
 
 class Worker:
@@ -543,7 +546,8 @@ class Worker:
     async def _flush_locked(self) -> None:
         backoff = 0.05
         while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
+            batch = self._outcomes[:FINISH_BATCH]
+            del self._outcomes[:FINISH_BATCH]
             try:
                 await self._write(batch)
                 backoff = 0.05

@@ -50,11 +50,13 @@ local function set_aside(prefix, key, reason)
 end
 
 local EXPECTED = {ready = 'list', sched = 'zset', active = 'zset', wake = 'list', stats = 'hash'}
+-- enqueue touches only these: two TYPE calls fewer on the hottest producer path
+local ENQUEUE_KEYS = {ready = 'list', sched = 'zset', wake = 'list'}
 
 -- Checked before any write, because a script that fails half way keeps its
 -- earlier writes: an id popped and then an error would be a lost job.
-local function guard(prefix)
-  for name, want in pairs(EXPECTED) do
+local function guard(prefix, expected)
+  for name, want in pairs(expected or EXPECTED) do
     local key = prefix .. name
     local kind = redis.call('TYPE', key)['ok']
     if kind ~= 'none' and kind ~= want then set_aside(prefix, key, 'expected a ' .. want) end
@@ -118,32 +120,40 @@ end
 -- Move due scheduled jobs and expired leases to the front of the ready list,
 -- a bounded number per call so that a huge backlog never blocks Redis.
 local function promote_and_reap(prefix, now, limit)
+  -- removals and pushes go in one call each: per id only the job hash is touched
   local ready = prefix .. 'ready'
-  local moved = 0
-  local due = redis.call('ZRANGE', prefix .. 'sched', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', prefix .. 'sched', id)
-    local jkey = prefix .. 'j:' .. id
-    if job_fields(prefix, jkey, 's')[1] == 'scheduled' then
-      redis.call('HSET', jkey, 's', 'queued')
-      redis.call('RPUSH', ready, id)
-      moved = moved + 1
+  local moved = {}
+  local sched = prefix .. 'sched'
+  local due = redis.call('ZRANGE', sched, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  if #due > 0 then
+    bulk('ZREM', sched, due)
+    for _, id in ipairs(due) do
+      local jkey = prefix .. 'j:' .. id
+      if job_fields(prefix, jkey, 's')[1] == 'scheduled' then
+        redis.call('HSET', jkey, 's', 'queued')
+        moved[#moved + 1] = id
+      end
     end
   end
-  local expired = redis.call('ZRANGE', prefix .. 'active', '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
-  for _, id in ipairs(expired) do
-    redis.call('ZREM', prefix .. 'active', id)
-    local jkey = prefix .. 'j:' .. id
-    if job_fields(prefix, jkey, 's')[1] == 'active' then
-      redis.call('HSET', jkey, 's', 'queued')
-      redis.call('HDEL', jkey, 'k', 'w')
-      redis.call('HINCRBY', jkey, 'l', 1)
-      redis.call('RPUSH', ready, id)
-      redis.call('HINCRBY', prefix .. 'stats', 'reaped', 1)
-      moved = moved + 1
+  local active = prefix .. 'active'
+  local expired = redis.call('ZRANGE', active, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  if #expired > 0 then
+    bulk('ZREM', active, expired)
+    local reaped = 0
+    for _, id in ipairs(expired) do
+      local jkey = prefix .. 'j:' .. id
+      if job_fields(prefix, jkey, 's')[1] == 'active' then
+        redis.call('HSET', jkey, 's', 'queued')
+        redis.call('HDEL', jkey, 'k', 'w')
+        redis.call('HINCRBY', jkey, 'l', 1)
+        moved[#moved + 1] = id
+        reaped = reaped + 1
+      end
     end
+    if reaped > 0 then redis.call('HINCRBY', prefix .. 'stats', 'reaped', reaped) end
   end
-  return moved
+  if #moved > 0 then bulk('RPUSH', ready, moved) end
+  return #moved
 end
 
 -- Microseconds until the next scheduled job or lease deadline, -1 when none.
@@ -250,7 +260,7 @@ With max_length > 0 the whole batch is refused (error QUEUEFULL) when the
 queued and scheduled jobs plus the batch would exceed it. ]]
 local function enqueue(keys, args)
   local prefix = keys[1]
-  guard(prefix)
+  guard(prefix, ENQUEUE_KEYS)
   local max_length = tonumber(args[1])
   if max_length > 0 then
     local held = redis.call('LLEN', prefix .. 'ready') + redis.call('ZCARD', prefix .. 'sched')
