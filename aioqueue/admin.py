@@ -7,11 +7,18 @@ younger than its lease: past that, its jobs are handed to others anyway.
 Throughput comes from the per-10-second counters the Lua ``finish`` function
 keeps (``tput:<bucket>``): the last five full buckets plus the current one.
 
-Queue discovery (``queues()`` with no names) SCANs for ``aq:{*}:`` keys that
-every live queue has one of (ready, sched, stats, dead, workers), COUNT
-``SCAN_COUNT`` per call, and stops after ``SCAN_CALLS_MAX`` calls or
-``QUEUES_MAX`` queues, so a huge keyspace never makes ``info`` slow: name the
-queues (``--queue``) when it reports it stopped early.
+Queue discovery (``discover()``) SCANs for ``aq:{*}:`` keys that every live
+queue has one of (ready, sched, stats, dead, workers), COUNT ``SCAN_COUNT``
+per call, and stops after ``SCAN_CALLS_MAX`` calls or ``QUEUES_MAX`` queues,
+so a huge keyspace never makes ``info`` slow: name the queues (``--queue``)
+when it reports it stopped early. On a Redis Cluster each primary holds the
+keys of its own slots only, so every primary is scanned with a cursor of its
+own, in turn, within the same budget of calls.
+
+Every per-queue read is one pipeline of single-key commands on that queue's
+keys: they share the hash tag ``{queue}``, so on a cluster the whole pipeline
+goes to the one primary that owns the queue, still in one round trip. Nothing
+reads keys of two queues in one command.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from types import TracebackType
 from typing import Any
 
 import msgspec
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from aioqueue.cluster import initialize
 from aioqueue.connection import RedisClient, connect_any
 from aioqueue.job import decode_envelope, decode_error
 from aioqueue.keys import THROUGHPUT_BUCKET_MS, QueueKeys
@@ -36,6 +45,7 @@ QUEUES_MAX = 500
 THROUGHPUT_BUCKETS = 6
 DEFAULT_LEASE = 30.0
 _QUEUE_KEY = re.compile(rb"^aq:\{([^{}]+)\}:(ready|sched|stats|dead|workers)$")
+_QUEUE_KEY_MATCH = "aq:{*}:[rsdw]*"  # the SCAN pattern: a superset of _QUEUE_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,20 +115,42 @@ class Admin:
         return int(seconds) * 1000 + int(micros) // 1000
 
     async def discover(self) -> tuple[list[str], bool]:
-        """Queue names found by a bounded SCAN; the flag says the scan stopped early."""
+        """Queue names found by a bounded SCAN (of every primary of a cluster); the
+        flag says the scan stopped early."""
+        nodes: list[ClusterNode | None] = [None]  # None: the one Redis there is
+        if isinstance(self.redis, RedisCluster):
+            await initialize(self.redis)
+            nodes = list(self.redis.get_primaries())
         found: set[str] = set()
-        cursor = 0
-        for _ in range(SCAN_CALLS_MAX):
-            cursor, keys = await self.redis.scan(cursor, match="aq:{*}:[rsdw]*", count=SCAN_COUNT)
-            for key in keys:
-                m = _QUEUE_KEY.match(key if isinstance(key, bytes) else key.encode())
-                if m:
-                    found.add(m.group(1).decode(errors="replace"))
-            if cursor == 0:
-                return sorted(found), False
-            if len(found) >= QUEUES_MAX:
-                break
-        return sorted(found)[:QUEUES_MAX], True
+        cursors = dict.fromkeys(range(len(nodes)), 0)  # node index -> its next cursor
+        calls = 0
+        while cursors:
+            # one call per node in turn: every node is looked at before the budget ends
+            for index, cursor in list(cursors.items()):
+                if calls >= SCAN_CALLS_MAX or len(found) >= QUEUES_MAX:
+                    return sorted(found)[:QUEUES_MAX], True
+                calls += 1
+                cursor, keys = await self._scan(nodes[index], cursor)
+                found.update(_queue_names(keys))
+                if cursor == 0:
+                    del cursors[index]
+                else:
+                    cursors[index] = cursor
+        return sorted(found), False
+
+    async def _scan(self, node: ClusterNode | None, cursor: int) -> tuple[int, list[Any]]:
+        """One SCAN call: on the one Redis, or on cluster node ``node``."""
+        if node is None:
+            next_cursor, keys = await self.redis.scan(
+                cursor, match=_QUEUE_KEY_MATCH, count=SCAN_COUNT
+            )
+            return int(next_cursor), list(keys)
+        # a cluster SCAN answers with a cursor per node name (typed as a plain SCAN's)
+        answer: Any = await self.redis.scan(
+            cursor, match=_QUEUE_KEY_MATCH, count=SCAN_COUNT, target_nodes=node
+        )
+        by_node, keys = answer
+        return int(by_node[node.name]), list(keys)
 
     async def queue(self, name: str, now_ms: int | None = None) -> QueueInfo:
         keys = QueueKeys(name)
@@ -131,10 +163,12 @@ class Admin:
             pipe.zcard(keys.active)
             pipe.zcard(keys.dead)
             pipe.hgetall(keys.stats)
-            pipe.mget(buckets)
             pipe.zrange(keys.workers, 0, -1, withscores=True)
             pipe.hgetall(keys.winfo)
-            queued, sched, active, dead, stats, counts, beats, infos = await pipe.execute()
+            # a GET each, not one MGET: a cluster pipeline refuses MGET (even on one slot)
+            for bucket_key in buckets:
+                pipe.get(bucket_key)
+            queued, sched, active, dead, stats, beats, infos, *counts = await pipe.execute()
         finished = sum(int(c) for c in counts if c is not None)
         window = (THROUGHPUT_BUCKETS - 1) * THROUGHPUT_BUCKET_MS + now % THROUGHPUT_BUCKET_MS
         workers = [
@@ -202,6 +236,16 @@ class Admin:
             if not chunk:
                 return done
             done += int(await action(name, chunk))
+
+
+def _queue_names(keys: list[Any]) -> set[str]:
+    """The queue names in SCAN results that are keys every live queue has one of."""
+    names = set()
+    for key in keys:
+        m = _QUEUE_KEY.match(key if isinstance(key, bytes) else key.encode())
+        if m:
+            names.add(m.group(1).decode(errors="replace"))
+    return names
 
 
 def _worker(queue: str, wid: str, score: float, raw: bytes | None, now_ms: int) -> WorkerInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -20,12 +21,16 @@ from aioqueue import (
     Queue,
     Worker,
 )
+from aioqueue import admin as admin_module
+from aioqueue.admin import Admin
 from aioqueue.cluster import parse_cluster_url
 from aioqueue.keys import QueueKeys, queue_prefix
 from tests import tasks
 from tests.cluster import LocalCluster, command
 from tests.conftest import abort_running_sleepy_job, running
 from tests.failover import outcomes, run_through_failover
+from tests.supervised import enqueue
+from tests.test_cli import dead_job, run_cli, wait_until, worker_thread
 
 pytestmark = pytest.mark.anyio
 
@@ -114,6 +119,79 @@ async def test_bulk_enqueue_across_queues_in_different_slots(redis_cluster: Loca
             with anyio.fail_after(20):
                 results = [await job.result() for job in jobs]
     assert results == [i + 1 for i in range(300)]
+
+
+def test_info_and_check_without_queue_find_queues_on_every_primary(
+    redis_cluster: LocalCluster,
+) -> None:
+    """`aioqueue info`, `jobs failed` and `check` with no --queue, as real processes, on
+    a cluster URL: queues on different primaries are all found, each with its counts."""
+    url = redis_cluster.url
+    a, b = queues_on_distinct_primaries(redis_cluster, 2)
+    dead_id = dead_job(url, a)  # a: one failed job, counted as finished
+    enqueue(url, a, [tasks.add.call(i, 1) for i in range(3)])
+    enqueue(url, b, [tasks.add.call(i, 1) for i in range(5)])
+    enqueue(url, b, [tasks.add.options(delay=600).call(1, 1) for _ in range(2)])
+
+    out = run_cli("info", "--json", "--redis-url", url)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["discovery_truncated"] is False
+    found = {q["name"]: q for q in data["queues"] if q["name"] in (a, b)}
+    counts = {
+        name: (q["queued"], q["scheduled"], q["active"], q["failed"], q["finished_last_minute"])
+        for name, q in found.items()
+    }
+    assert counts == {a: (3, 0, 0, 1, 1), b: (5, 2, 0, 0, 0)}
+    assert found[a]["stats"]["failed"] == 1
+
+    table = run_cli("info", "--redis-url", url)
+    assert table.returncode == 0, table.stderr
+    rows = {
+        cells[0]: cells[1:5]
+        for cells in map(str.split, table.stdout.splitlines())
+        if cells and cells[0] in (a, b)
+    }
+    assert rows == {a: ["3", "0", "0", "1"], b: ["5", "2", "0", "0"]}
+
+    out = run_cli("jobs", "failed", "--json", "--redis-url", url)
+    assert out.returncode == 0, out.stderr
+    assert [(d["id"], d["queue"]) for d in json.loads(out.stdout) if d["queue"] in (a, b)] == [
+        (dead_id, a)
+    ]
+
+    # one worker per queue: `check` reports both only if it found both queues
+    with worker_thread(url, a) as worker_a, worker_thread(url, b) as worker_b:
+        for name, worker in ((a, worker_a), (b, worker_b)):
+            key = QueueKeys(name).workers
+            wait_until(
+                lambda key=key, worker=worker: bool(
+                    command(redis_cluster.primary_for(key).port, "ZSCORE", key, worker.id).strip()
+                )
+            )
+        out = run_cli("check", "--json", "--redis-url", url)
+        human = run_cli("check", "--redis-url", url)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["ok"] is True
+    alive = {w["id"]: w["queue"] for w in data["alive"]}
+    assert alive[worker_a.id] == a and alive[worker_b.id] == b
+    assert human.returncode == 0 and human.stdout.startswith("ok: "), human.stderr
+
+
+async def test_discovery_scans_every_primary_within_one_budget(
+    redis_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = redis_cluster.url
+    names = queues_on_distinct_primaries(redis_cluster, 3)
+    async with Queue(url, name=names[0]) as queue:
+        await queue.enqueue_many(tasks.add.options(queue=n).call(1, 1) for n in names)
+    async with Admin(url) as admin:
+        found, truncated = await admin.discover()
+        assert set(names) <= set(found) and not truncated
+        # fewer calls than primaries: the scan cannot have looked everywhere, and says so
+        monkeypatch.setattr(admin_module, "SCAN_CALLS_MAX", 2)
+        assert (await admin.discover())[1] is True
 
 
 async def test_retry_then_dead_letter(redis_cluster: LocalCluster) -> None:
