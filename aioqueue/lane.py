@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Lane"]
+__all__ = ["Lane", "closed_transport"]
 
 # A dropped link is retried like redis-py's default policy: 3 more tries with
 # jittered exponential backoff (the caller's deadline bounds the whole call).
@@ -34,6 +34,12 @@ RETRIES = 3
 BACKOFF_BASE = 0.008
 BACKOFF_CAP = 0.5
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def closed_transport(exc: BaseException) -> bool:
+    """uvloop refuses a write to a transport closed under it with a RuntimeError
+    (asyncio's own loop drops the write); either way the link is gone."""
+    return isinstance(exc, RuntimeError) and "handler is closed" in str(exc)
 
 
 class Lane:
@@ -53,8 +59,13 @@ class Lane:
             except ResponseError:
                 self._idle.append(conn)  # a refusal: the link itself is fine
                 raise
-            except _RETRYABLE:
+            except (*_RETRYABLE, RuntimeError) as exc:
                 await self._drop(conn)
+                if isinstance(exc, RuntimeError):
+                    if not closed_transport(exc):
+                        raise
+                    if attempt == RETRIES:
+                        raise RedisConnectionError(str(exc)) from exc
                 if attempt == RETRIES:
                     raise
                 await anyio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))

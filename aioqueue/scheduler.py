@@ -32,6 +32,7 @@ import structlog
 from anyio.abc import TaskStatus
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from aioqueue import signing
@@ -39,6 +40,7 @@ from aioqueue.connection import UNAVAILABLE, RedisClient
 from aioqueue.cron import CronJob
 from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue.keys import QueueKeys
+from aioqueue.lane import closed_transport
 from aioqueue.scripts import Scripts
 from aioqueue.serializers import Serializer
 
@@ -131,8 +133,10 @@ class WakeWaiter:
     async def _send(self, conn: AbstractConnection, *args: object) -> None:
         try:
             await conn.send_command(*args)
-        except BaseException:
+        except BaseException as exc:
             await self._lost(conn)
+            if closed_transport(exc):
+                raise RedisConnectionError(str(exc)) from exc
             raise
 
     async def _read(self, conn: AbstractConnection, timeout: float | None) -> object:

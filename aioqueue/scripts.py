@@ -23,7 +23,7 @@ from aioqueue.cluster import ClusterClient, load_library
 from aioqueue.connection import UNAVAILABLE, RedisClient
 from aioqueue.errors import NotReplicated, QueueFull, RedisOutOfMemory, RedisUnavailable
 from aioqueue.keys import queue_prefix
-from aioqueue.lane import Lane
+from aioqueue.lane import Lane, closed_transport
 
 _SOURCE = resources.files("aioqueue").joinpath("lua/aioqueue.lua").read_text()
 VERSION = hashlib.sha1(_SOURCE.encode()).hexdigest()[:10]  # noqa: S324 - a name, not security
@@ -108,6 +108,10 @@ class Scripts:
             raise refused from None
         except TimeoutError:
             raise RedisUnavailable(f"Redis did not answer {name} within {self.timeout}s") from None
+        except RuntimeError as exc:
+            if not closed_transport(exc):
+                raise
+            raise RedisUnavailable(f"the link to Redis closed during {name}") from exc
 
     async def enqueue(
         self,

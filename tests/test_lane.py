@@ -62,3 +62,17 @@ async def test_a_killed_connection_is_replaced_and_the_call_goes_through(redis_u
     finally:
         await admin.aclose()
         await redis.aclose()
+
+
+async def test_a_transport_closed_under_the_connection_is_a_dropped_link(redis_url: str) -> None:
+    # uvloop raises RuntimeError on a write to a closed transport (asyncio drops it):
+    # either way the call must go through on a fresh connection
+    redis = connect(redis_url)
+    lane = Lane(redis)
+    try:
+        first = await lane.call("CLIENT", "ID")
+        (conn,) = lane._idle
+        conn._writer.transport.close()  # type: ignore[union-attr]
+        assert await lane.call("CLIENT", "ID") != first
+    finally:
+        await redis.aclose()

@@ -121,8 +121,12 @@ async def test_idle_worker_sends_at_most_about_one_command_per_second(
     commands: list[str] = []
     window = 6.0
     try:
-        # the worker registers itself with its first heartbeat: wait for it
-        while not await client.zcard(QueueKeys(queue_name).workers):
+        # the worker registers itself with its first heartbeat, and is idle once it
+        # blocks on its wake list (its connections are all open by then): wait for both
+        while not (
+            await client.zcard(QueueKeys(queue_name).workers)
+            and any(c["cmd"] == "blpop" and "b" in c["flags"] for c in await client.client_list())
+        ):
             await client.blpop(["never"], timeout=0.05)
         async with client.monitor() as monitor:
             # MONITOR sees what clients send and what scripts call inside; count
