@@ -37,7 +37,6 @@ import anyio.lowlevel
 import msgspec
 import structlog
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
@@ -47,6 +46,7 @@ from aioqueue.connection import DEFAULT_URL, UNAVAILABLE, RedisClient, connect_a
 from aioqueue.cron import CronJob
 from aioqueue.errors import ConfigurationError
 from aioqueue.executor import RELEASE, Defaults, Executor, Outcome, Running
+from aioqueue.handoff import Handoff
 from aioqueue.keys import QueueKeys, check_queue_name
 from aioqueue.scheduler import CronRunner, WakeWaiter
 from aioqueue.scripts import Claimed, Scripts
@@ -256,10 +256,7 @@ class Worker:
                 self.signing_key,
                 self.max_result_size,
             )
-            send, receive = anyio.create_memory_object_stream[Running](
-                self.concurrency + self.prefetch
-            )
-            stack.push_async_callback(receive.aclose)
+            handoff: Handoff[Running] = Handoff()
             async with anyio.create_task_group() as service:
                 service.start_soon(self._flush_loop)
                 service.start_soon(self._heartbeat_loop)
@@ -274,9 +271,9 @@ class Worker:
                     await service.start(self._run_cron, runner, cron_scope)
                 async with anyio.create_task_group() as jobs:
                     self._jobs = jobs
-                    self._receive = receive
+                    self._handoff = handoff
                     self._consumers = 0
-                    jobs.start_soon(self._fetch, send)
+                    jobs.start_soon(self._fetch, handoff)
                     log.info(
                         "worker.started",
                         worker=self.id,
@@ -352,12 +349,12 @@ class Worker:
 
     # -- fetching ------------------------------------------------------------------
 
-    async def _fetch(self, send: MemoryObjectSendStream[Running]) -> None:
+    async def _fetch(self, handoff: Handoff[Running]) -> None:
         with self._fetch_scope:
             try:
-                async with send:
-                    await self._fetch_loop(send)
+                await self._fetch_loop(handoff)
             finally:
+                handoff.close()
                 self._fetch_done.set()
 
     def _capacity(self) -> int:
@@ -371,7 +368,7 @@ class Worker:
             return self.concurrency + self.prefetch
         return self.concurrency
 
-    async def _fetch_loop(self, send: MemoryObjectSendStream[Running]) -> None:
+    async def _fetch_loop(self, handoff: Handoff[Running]) -> None:
         backoff = 0.05
         backlog = False
         while not self._stop.is_set():
@@ -414,7 +411,7 @@ class Worker:
             # The stream holds every delivery the worker may hold (its capacity),
             # so the whole batch fits: hand it over in this loop pass.
             for running in batch:
-                send.send_nowait(running)
+                handoff.put(running)
 
     async def _claim(self, want: int) -> tuple[float, list[Claimed]]:
         """Claims up to ``want`` jobs, queues in priority order; returns the shortest wait."""
@@ -463,40 +460,40 @@ class Worker:
     def _grow_consumers(self) -> None:
         while self._consumers < min(len(self._running), self.concurrency):
             self._consumers += 1
-            self._jobs.start_soon(self._consume, self._receive.clone())
+            self._jobs.start_soon(self._consume, self._handoff)
 
-    async def _consume(self, receive: MemoryObjectReceiveStream[Running]) -> None:
-        async with receive:
-            streak = 0
-            while True:
-                # Take a buffered job without a checkpoint: anyio's receive() makes
-                # one per item, which cost more than a no-op job. Every 32 jobs in a
-                # row the consumer still yields, so the loop's other tasks run.
-                try:
-                    if streak >= 32:
-                        raise anyio.WouldBlock
-                    running = receive.receive_nowait()
-                    streak += 1
-                except anyio.WouldBlock:
+    async def _consume(self, handoff: Handoff[Running]) -> None:
+        streak = 0
+        while True:
+            # Take a queued job without a checkpoint: a checkpoint per item cost
+            # more than a no-op job. Every 32 jobs in a row the consumer still
+            # yields, so the loop's other tasks run.
+            try:
+                if streak >= 32:
                     streak = 0
-                    try:
-                        running = await receive.receive()
-                    except anyio.EndOfStream:
-                        return
+                    await anyio.lowlevel.checkpoint()
+                running = handoff.get_nowait()
+                streak += 1
+            except anyio.WouldBlock:
+                streak = 0
+                try:
+                    running = await handoff.get()
                 except anyio.EndOfStream:
                     return
-                if self._stop.is_set():
-                    # stopping (a signal, max_jobs): claimed but not started goes back now
-                    self._finished(running, RELEASE)
-                    continue
-                outcome: Outcome | None = None
-                started = time.perf_counter()
-                try:
-                    outcome = await self.executor.run(running)
-                finally:
-                    elapsed = time.perf_counter() - started
-                    self._mean_job_time += (elapsed - self._mean_job_time) / 64
-                    self._finished(running, outcome)
+            except anyio.EndOfStream:
+                return
+            if self._stop.is_set():
+                # stopping (a signal, max_jobs): claimed but not started goes back now
+                self._finished(running, RELEASE)
+                continue
+            outcome: Outcome | None = None
+            started = time.perf_counter()
+            try:
+                outcome = await self.executor.run(running)
+            finally:
+                elapsed = time.perf_counter() - started
+                self._mean_job_time += (elapsed - self._mean_job_time) / 64
+                self._finished(running, outcome)
 
     def _finished(self, running: Running, outcome: Outcome | None) -> None:
         job = running.job

@@ -1,4 +1,4 @@
-"""Markdown table from a results file: ``python report.py results/<run>.jsonl``.
+"""Markdown table from a results file: ``python report.py results/<run>.jsonl [more.jsonl]``.
 
 Each cell is the median over repetitions with min-max; ratios are aioqueue/peer,
 computed repetition by repetition (same run, same Redis) and then the median.
@@ -11,6 +11,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 LIBS = ["aioqueue", "arq", "saq", "streaq", "taskiq"]
 ROWS = [
@@ -45,6 +46,11 @@ def fmt(v: float) -> str:
     return f"{v:.2f}"
 
 
+def ratio(v: float) -> str:
+    # a latency ratio of 0.004 must not print as 0.00
+    return f"{v:.2g}" if v < 0.1 else fmt(v)
+
+
 def cell(vals: list[float]) -> str:
     if not vals:
         return "-"
@@ -54,11 +60,30 @@ def cell(vals: list[float]) -> str:
     return f"{fmt(med)} ({fmt(min(vals))}-{fmt(max(vals))})"
 
 
-def render(path: Path) -> str:
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    header = next((r for r in recs if r.get("kind") == "header"), {})
-    footer = next((r for r in recs if r.get("kind") == "footer"), {})
-    data = [r for r in recs if "lib" in r]
+def load(paths: list[Path]) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Header, footer and records of one run, or of runs merged in order: a run
+    cut short and its remainder (their repetitions are numbered on)."""
+    header: dict[str, Any] = {}
+    footer: dict[str, Any] = {}
+    data: list[dict[str, Any]] = []
+    offset = 0
+    for path in paths:
+        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        header = header or next((r for r in recs if r.get("kind") == "header"), {})
+        footer = next((r for r in recs if r.get("kind") == "footer"), footer)
+        reps = [int(r.get("rep", 0)) for r in recs if "lib" in r]
+        for r in recs:
+            if "lib" in r:
+                data.append({**r, "rep": int(r.get("rep", 0)) + offset})
+        offset += max(reps, default=-1) + 1
+    if len(paths) > 1:
+        header = {**header, "reps": f"{offset} (merged from {len(paths)} runs)"}
+    return header, footer, data
+
+
+def render(*paths: Path) -> str:
+    header, footer, data = load(list(paths))
+    path = paths[0]
     # (scenario, metric) -> lib -> rep -> [values]
     vals: dict[tuple[str, str], dict[str, dict[int, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
@@ -142,7 +167,7 @@ def render(path: Path) -> str:
                     ratios.append(a[0] / b[0])
             if scenario in ("i/c",) or unit == "x":
                 ratios = []  # a ratio of ratios says little
-            row.append(f"{fmt(statistics.median(ratios))}x" if ratios else "")
+            row.append(f"{ratio(statistics.median(ratios))}x" if ratios else "")
         out.append("| " + " | ".join(row) + " |")
     out += ["", "Checks (all scenarios of the run): every job counted by its id."]
     out += [
@@ -168,4 +193,4 @@ def _load(v: object) -> str:
 
 
 if __name__ == "__main__":
-    print(render(Path(sys.argv[1])))
+    print(render(*(Path(a) for a in sys.argv[1:])))
