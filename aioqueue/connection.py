@@ -9,7 +9,12 @@ from typing import Any, TypeAlias
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -71,7 +76,8 @@ def connect_any(url: str, *, connect_timeout: float = 5.0, **kwargs: Any) -> Red
 
 
 # A cluster mid-failover answers CLUSTERDOWN / TRYAGAIN, or has a slot no node
-# serves yet: all "not now, retry", like a connection refused.
+# serves yet; one with no reachable node fails redis-py's set-up with a
+# RedisClusterException: all "not now, retry", like a connection refused.
 UNAVAILABLE = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -80,6 +86,7 @@ UNAVAILABLE = (
     ClusterDownError,
     TryAgainError,
     SlotNotCoveredError,
+    RedisClusterException,
 )
 
 

@@ -28,6 +28,7 @@ from tests import tasks
 from tests.supervised import ROOT, enqueue, infos
 
 UNREACHABLE = "redis://user:s3cret@127.0.0.1:1/0"
+UNREACHABLE_CLUSTER = "redis+cluster://user:s3cret@127.0.0.1:1"
 
 
 @pytest.fixture(autouse=True)
@@ -260,6 +261,8 @@ def run_cli(
         (["info", "--redis-url", UNREACHABLE], "unavailable"),
         (["jobs", "failed", "--redis-url", UNREACHABLE], "unavailable"),
         (["check", "--redis-url", UNREACHABLE], "unavailable"),
+        (["info", "--redis-url", UNREACHABLE_CLUSTER], "unavailable"),
+        (["check", "--redis-url", UNREACHABLE_CLUSTER], "unavailable"),
         (["cron", "nope.module:worker"], "cannot import 'nope.module'"),
         (["cron", "tests.tasks:add"], "is not a Worker"),
         (["cron", "tests.chaos.jobs:in_process_worker"], "takes arguments"),
