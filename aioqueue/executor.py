@@ -154,7 +154,7 @@ class Executor:
                 async with timer:
                     running.timer = timer
                     if running.stop_reason is not None:
-                        timer.reschedule(-1.0)
+                        running.stop(running.stop_reason)  # stopped before its timer existed
                     if task.is_async:
                         result = await task.fn(*args, **kwargs)
                     else:

@@ -40,8 +40,7 @@ class Handoff(Generic[T]):
         if self._closed:
             raise anyio.ClosedResourceError
         self._items.append(item)
-        if not self._waking:
-            self._wake_one()
+        self._wake_if_waiting()
 
     def close(self) -> None:
         """No more items: consumers take what is left, then get ``EndOfStream``."""
@@ -53,8 +52,7 @@ class Handoff(Generic[T]):
         """The next item; ``WouldBlock`` when none is queued, ``EndOfStream`` once closed."""
         if self._items:
             item = self._items.popleft()
-            if self._items and not self._waking:
-                self._wake_one()  # more queued: another consumer may run one of them
+            self._wake_if_waiting()  # more queued: another consumer may run one of them
             return item
         if self._closed:
             raise anyio.EndOfStream
@@ -74,12 +72,16 @@ class Handoff(Generic[T]):
                 if woken.done() and not woken.cancelled():
                     # woken and cancelled in the same pass: pass the wake-up on
                     self._waking -= 1
-                    if self._items and not self._waking:
-                        self._wake_one()
+                    self._wake_if_waiting()
                 else:
                     woken.cancel()  # stays in _idle, skipped by _wake_one
                 raise
             self._waking -= 1
+
+    def _wake_if_waiting(self) -> None:
+        """Items wait and no woken consumer is on its way to them: wake one."""
+        if self._items and not self._waking:
+            self._wake_one()
 
     def _wake_one(self) -> bool:
         while self._idle:

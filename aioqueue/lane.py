@@ -59,20 +59,17 @@ class Lane:
             except ResponseError:
                 self._idle.append(conn)  # a refusal: the link itself is fine
                 raise
-            except (*_RETRYABLE, RuntimeError) as exc:
-                await self._drop(conn)
-                if isinstance(exc, RuntimeError):
-                    if not closed_transport(exc):
-                        raise
-                    if attempt == RETRIES:
-                        raise RedisConnectionError(str(exc)) from exc
+            except BaseException as exc:
+                await self._drop(conn)  # cancelled, timed out or dropped: it may owe a reply
+                closed = closed_transport(exc)
+                if not (closed or isinstance(exc, _RETRYABLE)):
+                    raise
                 if attempt == RETRIES:
+                    if closed:
+                        raise RedisConnectionError(str(exc)) from exc
                     raise
                 await anyio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
                 continue
-            except BaseException:
-                await self._drop(conn)
-                raise
             self._idle.append(conn)
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
@@ -86,8 +83,3 @@ class Lane:
         with anyio.CancelScope(shield=True):
             await conn.disconnect(nowait=True)
             await self._pool.release(conn)
-
-    async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await self._drop(conn)

@@ -408,8 +408,7 @@ class Worker:
                 self._running[(running.job.queue, running.job.id)] = running
             self._all_done = anyio.Event()
             self._grow_consumers()
-            # The stream holds every delivery the worker may hold (its capacity),
-            # so the whole batch fits: hand it over in this loop pass.
+            # hand the whole batch over in this loop pass (the capacity bounds it)
             for running in batch:
                 handoff.put(running)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import anyio
+import anyio.abc
 import pytest
 
 from aioqueue.handoff import Handoff
@@ -25,16 +26,27 @@ async def consumer(
             await gate.wait()  # a job waiting on I/O
 
 
+async def put_to_idle_consumers(
+    tg: anyio.abc.TaskGroup,
+    handoff: Handoff[int],
+    taken: list[tuple[int, int]],
+    gate: anyio.Event | None,
+    items: int,
+) -> None:
+    """Ten consumers idle on the handoff, then ``items`` put, and run as far as they go."""
+    for name in range(10):
+        tg.start_soon(consumer, handoff, name, taken, gate)
+    await anyio.wait_all_tasks_blocked()
+    for item in range(items):
+        handoff.put(item)
+    await anyio.wait_all_tasks_blocked()
+
+
 async def test_jobs_that_do_not_wait_run_back_to_back_on_one_or_two_consumers() -> None:
     handoff: Handoff[int] = Handoff()
     taken: list[tuple[int, int]] = []
     async with anyio.create_task_group() as tg:
-        for name in range(10):
-            tg.start_soon(consumer, handoff, name, taken, None)
-        await anyio.wait_all_tasks_blocked()
-        for item in range(100):
-            handoff.put(item)
-        await anyio.wait_all_tasks_blocked()
+        await put_to_idle_consumers(tg, handoff, taken, None, 100)
         handoff.close()
     assert sorted(item for _, item in taken) == list(range(100))
     assert len({name for name, _ in taken}) <= 2  # not one wake-up per job
@@ -45,12 +57,7 @@ async def test_jobs_that_wait_get_a_consumer_each() -> None:
     taken: list[tuple[int, int]] = []
     gate = anyio.Event()
     async with anyio.create_task_group() as tg:
-        for name in range(10):
-            tg.start_soon(consumer, handoff, name, taken, gate)
-        await anyio.wait_all_tasks_blocked()
-        for item in range(10):
-            handoff.put(item)
-        await anyio.wait_all_tasks_blocked()
+        await put_to_idle_consumers(tg, handoff, taken, gate, 10)
         assert len({name for name, _ in taken}) == 10  # all ten started, none waits for another
         assert len(handoff) == 0
         gate.set()
