@@ -14,12 +14,13 @@ from pathlib import Path
 import anyio
 import structlog
 
-from aioqueue.child import CONTROL_FD_ENV, run_supervised
 from aioqueue.cli import load_worker, run_worker
 from aioqueue.connection import DEFAULT_URL, redact
 from aioqueue.devredis import DevRedis, answers
 from aioqueue.errors import ConfigurationError
-from aioqueue.supervisor import Supervisor, SupervisorConfig, default_processes, parse_size
+from aioqueue.supervise import Supervisor, SupervisorConfig, default_processes, parse_size
+from aioqueue.supervise.child import run_supervised
+from aioqueue.supervise.process import CONTROL_FD_ENV
 from aioqueue.worker import Worker
 
 __all__ = ["RunOptions", "run_target"]

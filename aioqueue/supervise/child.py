@@ -26,11 +26,10 @@ import anyio
 import structlog
 from anyio.abc import UNIXSocketStream
 
+from aioqueue.supervise.process import CONTROL_FD_ENV
 from aioqueue.worker import Worker
 
 __all__ = ["CONTROL_FD_ENV", "run_supervised"]
-
-CONTROL_FD_ENV = "AIOQUEUE_CONTROL_FD"
 
 log = structlog.get_logger("aioqueue.child")
 
