@@ -23,9 +23,16 @@ import anyio
 from aioqueue import signing
 from aioqueue.cluster import ClusterClient
 from aioqueue.connection import DEFAULT_URL, RedisClient, connect_any, mapped_errors
-from aioqueue.errors import PayloadTooLarge, QueueFull, RedisUnavailable
+from aioqueue.errors import (
+    AioqueueError,
+    ConfigurationError,
+    NotAllEnqueued,
+    PayloadTooLarge,
+    QueueFull,
+    RedisUnavailable,
+)
 from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
-from aioqueue.keys import check_queue_name
+from aioqueue.keys import check_job_id, check_queue_name
 from aioqueue.results import Job, ResultWaiter
 from aioqueue.scripts import EnqueueWire, Scripts
 from aioqueue.serializers import Serializer, get_serializer
@@ -173,12 +180,14 @@ class Queue:
     @property
     def waiter(self) -> ResultWaiter:
         if self._waiter is None:
-            raise RuntimeError("use the queue as `async with Queue(...) as queue:`")
+            raise ConfigurationError("use the queue as `async with Queue(...) as queue:`")
         return self._waiter
 
     def _encode(
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[str, EnqueueWire]:
+        if not isinstance(task, Task):
+            raise ConfigurationError(f"expected a task or a task's name, got {task!r}")
         opts = task.defaults
         queue = opts.queue or self.name
         data = self.serializer.dumps([list(args), kwargs])
@@ -250,24 +259,40 @@ class Queue:
             batch = by_queue.setdefault(queue, [])
             order.append((queue, len(batch)))
             batch.append(wire)
-        by_status = await self._enqueue_queues(by_queue)
+        by_status, errors = await self._enqueue_queues(by_queue)
+        if errors:
+            stored: list[Job[Any]] = [
+                Job(self, q, by_queue[q][i][0], by_status[q][i] == "new")
+                for q, i in order
+                if q in by_status
+            ]
+            not_stored = [by_queue[q][i][0] for q, i in order if q in errors]
+            first = errors[next(q for q, _ in order if q in errors)]
+            raise NotAllEnqueued.of(first, stored=stored, not_stored=not_stored, errors=errors)
         return [
             Job(self, queue, by_queue[queue][i][0], by_status[queue][i] == "new")
             for queue, i in order
         ]
 
-    async def _enqueue_queues(self, by_queue: dict[str, list[EnqueueWire]]) -> dict[str, list[str]]:
-        # Each queue lives in its own slot: one call per queue, sent together.
+    async def _enqueue_queues(
+        self, by_queue: dict[str, list[EnqueueWire]]
+    ) -> tuple[dict[str, list[str]], dict[str, AioqueueError]]:
+        """Each queue lives in its own slot: one call per queue, sent together. A
+        queue that fails does not cancel the others (they would end up unknown)."""
         results: dict[str, list[str]] = {}
+        errors: dict[str, AioqueueError] = {}
 
         async def one(queue: str, batch: list[EnqueueWire]) -> None:
-            results[queue] = await self._send(queue, batch)
+            try:
+                results[queue] = await self._send(queue, batch)
+            except AioqueueError as exc:
+                errors[queue] = exc
 
         async with anyio.create_task_group() as tg:
             for queue, batch in by_queue.items():
                 tg.start_soon(one, queue, batch)
-        return results
+        return results, errors
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any]:
         """A handle on an existing job by id (for example one a web request enqueued)."""
-        return Job(self, check_queue_name(queue or self.name), job_id)
+        return Job(self, check_queue_name(queue or self.name), check_job_id(job_id))

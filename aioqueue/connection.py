@@ -11,14 +11,23 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     ClusterDownError,
+    NoPermissionError,
+    OutOfMemoryError,
     RedisClusterException,
+    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from aioqueue.errors import RedisUnavailable
+from aioqueue.errors import (
+    AioqueueError,
+    ConfigurationError,
+    RedisOutOfMemory,
+    RedisRefused,
+    RedisUnavailable,
+)
 from aioqueue.sentinel import connect_sentinel, is_sentinel_url
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -70,9 +79,12 @@ def connect_any(url: str, *, connect_timeout: float = 5.0, **kwargs: Any) -> Red
     """
     from aioqueue.cluster import connect_cluster, is_cluster_url
 
-    if is_cluster_url(url):
-        return connect_cluster(url, connect_timeout=connect_timeout, **kwargs)
-    return connect(url, connect_timeout=connect_timeout, **kwargs)
+    try:
+        if is_cluster_url(url):
+            return connect_cluster(url, connect_timeout=connect_timeout, **kwargs)
+        return connect(url, connect_timeout=connect_timeout, **kwargs)
+    except (ValueError, TypeError) as exc:  # redis-py's word for a URL it cannot use
+        raise ConfigurationError(f"cannot use Redis URL {redact(url)}: {exc}") from None
 
 
 # A cluster mid-failover answers CLUSTERDOWN / TRYAGAIN, or has a slot no node
@@ -90,12 +102,46 @@ UNAVAILABLE = (
 )
 
 
+def unavailable(
+    url: str | None, exc: BaseException, timeout: float | None = None
+) -> RedisUnavailable:
+    """The error for a connection failure, or for a deadline (``timeout``) that passed."""
+    if isinstance(exc, RedisUnavailable):
+        return exc
+    where = "Redis" if url is None else f"Redis at {redact(url)}"
+    # a deadline (anyio's, asyncio's) is a TimeoutError, an OSError without a message
+    if isinstance(exc, TimeoutError) and not str(exc):
+        within = f" within {timeout:g}s" if timeout is not None else " in time"
+        return RedisUnavailable(f"{where} did not answer{within}")
+    return RedisUnavailable(f"{where} is unavailable: {str(exc) or type(exc).__name__}")
+
+
+def refusal(exc: ResponseError, what: str = "") -> AioqueueError:
+    """Our error for an error reply of Redis (an ACL, a wrong-typed key, a script)."""
+    doing = f" {what}" if what else ""
+    if isinstance(exc, OutOfMemoryError):
+        return RedisOutOfMemory(f"Redis refused{doing}: {exc}")
+    if isinstance(exc, RedisRefused):
+        return exc
+    message = str(exc)
+    first = message.split(" ", 1)[0]
+    code = first if first.isupper() and first.isalpha() else ""
+    if isinstance(exc, NoPermissionError):  # redis-py dropped the word from the text
+        code = "NOPERM"
+        message = f"NOPERM {message}"
+    return RedisRefused(f"Redis refused{doing}: {message}", code=code)
+
+
 @contextlib.contextmanager
-def mapped_errors(url: str) -> Iterator[None]:
-    """Turns redis-py's connection failures into ``RedisUnavailable``."""
+def mapped_errors(url: str, timeout: float | None = None) -> Iterator[None]:
+    """Turns redis-py's connection failures into ``RedisUnavailable`` (a deadline
+    of ``timeout`` seconds that passed too, saying so) and its error replies
+    into ``RedisRefused``."""
     try:
         yield
-    except RedisUnavailable:
+    except AioqueueError:
         raise
     except UNAVAILABLE as exc:
-        raise RedisUnavailable(f"Redis at {redact(url)} is unavailable: {exc}") from exc
+        raise unavailable(url, exc, timeout) from exc
+    except ResponseError as exc:
+        raise refusal(exc) from exc

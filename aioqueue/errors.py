@@ -6,7 +6,12 @@
     │   └── PayloadTooLarge     an encoded job or result over its size limit
     ├── RedisUnavailable        Redis did not answer within the timeout
     ├── RedisOutOfMemory        Redis refuses new jobs: maxmemory reached (noeviction)
+    ├── RedisRefused            Redis answered with an error: an ACL (NOPERM), a key of the
+    │                           wrong type (WRONGTYPE), a script error; also a redis-py
+    │                           ``ResponseError``
     ├── QueueFull               the queue holds ``max_length`` jobs already (backpressure)
+    ├── NotAllEnqueued          ``enqueue_many`` over several queues stored some jobs only;
+    │                           also an instance of the first failure's class (``QueueFull``...)
     ├── NotReplicated           a durable enqueue no replica acknowledged in time
     ├── UnknownTaskError        a job names a task the worker does not know
     ├── MalformedJobError       bytes in Redis that are not a job this version can read
@@ -23,6 +28,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+if TYPE_CHECKING:
+    from aioqueue.results import Job
+
 __all__ = [
     "AioqueueError",
     "ConfigurationError",
@@ -32,10 +44,12 @@ __all__ = [
     "JobNotFound",
     "JobTimedOut",
     "MalformedJobError",
+    "NotAllEnqueued",
     "NotReplicated",
     "PayloadTooLarge",
     "QueueFull",
     "RedisOutOfMemory",
+    "RedisRefused",
     "RedisUnavailable",
     "ResultTimeout",
     "Retry",
@@ -69,8 +83,85 @@ class RedisOutOfMemory(AioqueueError):
     """Redis is at maxmemory and refuses new jobs; running jobs still finish."""
 
 
+class RedisRefused(AioqueueError, ResponseError):
+    """Redis answered a command with an error reply instead of doing it.
+
+    An ACL that does not allow a command, key or channel (``code`` 'NOPERM'), a
+    key holding the wrong type (``WRONGTYPE``), an error raised in a script.
+    ``code`` is the reply's first word when it is an upper-case code, else ''.
+    It is also a ``redis.exceptions.ResponseError``, so code written against
+    redis-py's errors still catches it.
+    """
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class QueueFull(AioqueueError):
     """The queue already holds its ``max_length`` jobs."""
+
+
+class NotAllEnqueued(AioqueueError):
+    """``enqueue_many`` over several queues stored the jobs of some queues only.
+
+    One call per queue is sent; each stores all of its batch or none of it.
+    ``stored``: handles of the jobs stored, in call order; ``not_stored``: the ids
+    of the others, in call order; ``errors``: why, per queue. The error is also
+    an instance of the first failure's class, so ``except QueueFull`` catches it
+    when a queue was full. A job whose queue did not answer in time
+    (``RedisUnavailable``) may have been stored after all: enqueueing it again
+    under the same id (``with_options(job_id=...)``) never stores it twice.
+    """
+
+    stored: list[Job[Any]]
+    not_stored: list[str]
+    errors: dict[str, AioqueueError]
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stored: list[Job[Any]],
+        not_stored: list[str],
+        errors: dict[str, AioqueueError],
+    ) -> None:
+        # not the failure class's __init__: theirs take other arguments
+        Exception.__init__(self, message)
+        self.stored = stored
+        self.not_stored = not_stored
+        self.errors = errors
+
+    @classmethod
+    def of(
+        cls,
+        first: AioqueueError,
+        *,
+        stored: list[Job[Any]],
+        not_stored: list[str],
+        errors: dict[str, AioqueueError],
+    ) -> NotAllEnqueued:
+        """The error for these outcomes, an instance of ``first``'s class too."""
+        kind = _combined(type(first))
+        parts = "; ".join(f"{q!r}: {type(e).__name__}: {e}" for q, e in errors.items())
+        message = (
+            f"enqueue_many stored {len(stored)} of {len(stored) + len(not_stored)} jobs ({parts})"
+        )
+        out = kind(message, stored=stored, not_stored=not_stored, errors=errors)
+        for name, value in vars(first).items():  # e.g. NotReplicated.job_ids
+            out.__dict__.setdefault(name, value)
+        return out
+
+
+_COMBINED: dict[type[AioqueueError], type[NotAllEnqueued]] = {}
+
+
+def _combined(kind: type[AioqueueError]) -> type[NotAllEnqueued]:
+    if issubclass(kind, NotAllEnqueued):
+        return kind
+    if kind not in _COMBINED:
+        _COMBINED[kind] = type(f"NotAllEnqueued_{kind.__name__}", (NotAllEnqueued, kind), {})
+    return _COMBINED[kind]
 
 
 class NotReplicated(AioqueueError):
@@ -127,7 +218,12 @@ class JobTimedOut(JobFailed):
 
 
 class JobAborted(JobError):
-    """The job was aborted."""
+    """The job was aborted: by ``job.abort()``, or dropped because its unique lock
+    was held (``reason`` says which, '' when the record does not)."""
+
+    def __init__(self, message: str, *, job_id: str, reason: str = "") -> None:
+        super().__init__(message, job_id=job_id)
+        self.reason = reason
 
 
 class JobNotFound(JobError):

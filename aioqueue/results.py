@@ -197,7 +197,11 @@ class Job(Generic[R]):
                 job_id=self.id,
             )
         if status == JobStatus.ABORTED:
-            raise JobAborted(f"job {self.id} was aborted", job_id=self.id)
+            # the record says why when there is one: dropped for a held lock, or
+            # stopped while running; aborted while queued leaves none
+            why = decode_error(blob).message if blob else ""
+            message = f"job {self.id} was aborted" + (f": {why}" if why else "")
+            raise JobAborted(message, job_id=self.id, reason=why)
         if status == JobStatus.FAILED:
             err = decode_error(blob)
             cls = JobTimedOut if err.timed_out else JobFailed
@@ -231,17 +235,20 @@ class Job(Generic[R]):
         )
         if raw is None:
             raise JobNotFound(f"job {self.id} not found in queue {self.queue!r}", job_id=self.id)
-        return JobStatus(raw.decode())
+        try:
+            return JobStatus(raw.decode())
+        except ValueError:  # UnicodeDecodeError too
+            raise MalformedJobError(f"job {self.id} has unknown status {raw[:50]!r}") from None
 
     async def abort(self) -> bool:
         """Aborts a queued or scheduled job at once, a running one in its worker.
 
         Returns False when the job had already ended (or does not exist).
         """
+        ttl = self._client.result_ttl  # 0: not kept; negative: kept until deleted
+        ttl_ms = -1 if ttl < 0 else max(int(ttl * 1000), 0 if ttl == 0 else 1)
         with mapped_errors(self._client.url):
-            before = await self._client.scripts.abort(
-                self.queue, self.id, int(self._client.result_ttl * 1000)
-            )
+            before = await self._client.scripts.abort(self.queue, self.id, ttl_ms)
         return before in ("queued", "scheduled", "active")
 
     def __repr__(self) -> str:

@@ -17,11 +17,17 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AskError, OutOfMemoryError, ResponseError
+from redis.exceptions import AskError, ResponseError
 
 from aioqueue.cluster import ClusterClient, load_library
-from aioqueue.connection import UNAVAILABLE, RedisClient
-from aioqueue.errors import NotReplicated, QueueFull, RedisOutOfMemory, RedisUnavailable
+from aioqueue.connection import UNAVAILABLE, RedisClient, refusal
+from aioqueue.errors import (
+    AioqueueError,
+    ConfigurationError,
+    NotReplicated,
+    QueueFull,
+    RedisUnavailable,
+)
 from aioqueue.keys import queue_prefix
 from aioqueue.lane import Lane, closed_transport
 
@@ -37,14 +43,12 @@ PROMOTE_LIMIT = 200
 EnqueueWire = tuple[str, bytes, int, int, str]
 
 
-def _refusal(name: str, exc: ResponseError) -> Exception | None:
-    """Our error for a refusal by Redis or the library (None: not one of those)."""
-    if isinstance(exc, OutOfMemoryError):
-        return RedisOutOfMemory(f"Redis refused {name}: {exc}")
+def _refusal(name: str, exc: ResponseError) -> AioqueueError:
+    """Our error for a refusal by the library (QUEUEFULL) or by Redis (OOM, an ACL...)."""
     message = str(exc)
     if message.startswith("QUEUEFULL"):
         return QueueFull(message.removeprefix("QUEUEFULL "))
-    return None
+    return refusal(exc, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +85,10 @@ class Scripts:
         except TimeoutError:
             raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
         except ResponseError as exc:
-            if "already exists" not in str(exc):
+            if isinstance(exc, UNAVAILABLE):  # CLUSTERDOWN, TRYAGAIN: retried by callers
                 raise
+            if "already exists" not in str(exc):
+                raise refusal(exc, "FUNCTION LOAD") from None
 
     async def _fcall(self, name: str, queue: str, args: tuple[Any, ...]) -> Any:
         if self._lane is not None:
@@ -102,10 +108,9 @@ class Scripts:
                 await self.load()
                 return await self._fcall(name, queue, args)
         except ResponseError as exc:
-            refused = _refusal(name, exc)
-            if refused is None:
+            if isinstance(exc, UNAVAILABLE):  # CLUSTERDOWN, TRYAGAIN: retried by callers
                 raise
-            raise refused from None
+            raise _refusal(name, exc) from None
         except TimeoutError:
             raise RedisUnavailable(f"Redis did not answer {name} within {self.timeout}s") from None
         except RuntimeError as exc:
@@ -164,13 +169,17 @@ class Scripts:
                         await self._refresh_route(prefix)
                         raise
                     if not isinstance(reply, ResponseError):
+                        if isinstance(acked, ResponseError):  # an ACL without WAIT
+                            raise refusal(acked, f"WAIT after {name} (which was done)")
                         return reply, int(acked)
                     if "Function not found" in str(reply):
                         await self.load()
                     elif isinstance(reply, AskError) and attempt < 2:  # MOVED too
                         await self._refresh_route(prefix)  # slot moved: ask the cluster again
+                    elif isinstance(reply, UNAVAILABLE):
+                        raise reply
                     else:
-                        raise _refusal(name, reply) or reply
+                        raise _refusal(name, reply)
                 raise RedisUnavailable(f"{name} on {queue!r} kept being redirected")
         except TimeoutError:
             raise RedisUnavailable(f"Redis did not answer {name} within {self.timeout}s") from None
@@ -180,7 +189,7 @@ class Scripts:
         if isinstance(self.redis, ClusterClient):
             return self.redis.node_client(self.redis.slot_owner(prefix))
         if isinstance(self.redis, RedisCluster):
-            raise TypeError("replicated calls need aioqueue.cluster.ClusterClient")
+            raise ConfigurationError("replicated calls need aioqueue.cluster.ClusterClient")
         return self.redis
 
     async def _refresh_route(self, prefix: str) -> None:

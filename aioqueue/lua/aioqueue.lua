@@ -265,8 +265,8 @@ local function enqueue(keys, args)
   if max_length > 0 then
     local held = redis.call('LLEN', prefix .. 'ready') + redis.call('ZCARD', prefix .. 'sched')
     if held + (#args - 1) / 5 > max_length then
-      return redis.error_reply('QUEUEFULL queue ' .. prefix .. ' holds ' .. held
-        .. ' jobs; its limit is ' .. max_length)
+      return redis.error_reply("QUEUEFULL queue '" .. string.sub(prefix, 5, -3) .. "' holds "
+        .. held .. ' jobs; its limit is ' .. max_length)
     end
   end
   local now = now_ms()
@@ -339,6 +339,8 @@ local function claim(keys, args)
       elseif not status then
         -- an id without its job (deleted by hand, or garbage): note it and drop it
         redis.call('HINCRBY', prefix .. 'stats', 'orphans', 1)
+      elseif status == 'aborted' and not f[4] then
+        redis.call('DEL', jkey) -- the tombstone of a job aborted with result_ttl=0
       end
       -- other statuses (aborted while queued) are dropped lazily here
     end
@@ -511,7 +513,8 @@ end
 
 --[[ abort(prefix; id, ttl_ms)
 Returns the status before the abort: a queued or scheduled job is aborted at
-once, an active one is flagged and its workers told on the abort channel. ]]
+once (its record kept ttl_ms; 0: deleted; negative: kept), an active one is
+flagged and its workers told on the abort channel. ]]
 local function abort(keys, args)
   local prefix, id, ttl = keys[1], args[1], tonumber(args[2])
   local jkey = prefix .. 'j:' .. id
@@ -523,7 +526,15 @@ local function abort(keys, args)
     local waiters = redis.call('HGET', jkey, 'wt')
     notify(prefix, id, jkey, 'aborted', '', waiters)
     if waiters then redis.call('HDEL', jkey, 'wt') end
-    if ttl > 0 then redis.call('PEXPIRE', jkey, ttl) end
+    -- as for results: 0 keeps no record, a negative ttl keeps it until deleted
+    if ttl > 0 then
+      redis.call('PEXPIRE', jkey, ttl)
+    elseif ttl == 0 then
+      redis.call('DEL', jkey)
+      -- a queued job's id is still in the ready list: a bare tombstone (no payload)
+      -- stays for claim to delete when it drops the id, rather than an O(N) LREM
+      if status == 'queued' then redis.call('HSET', jkey, 's', 'aborted') end
+    end
   elseif status == 'active' then
     redis.call('HSET', jkey, 'ab', 1)
     redis.call('PUBLISH', prefix .. 'abort', id)
