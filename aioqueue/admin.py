@@ -19,22 +19,38 @@ Every per-queue read is one pipeline of single-key commands on that queue's
 keys: they share the hash tag ``{queue}``, so on a cluster the whole pipeline
 goes to the one primary that owns the queue, still in one round trip. Nothing
 reads keys of two queues in one command.
+
+Garbage never stops a listing: a key of the wrong type or a value that does
+not parse reads as unknown (None, '?') and is named in ``problems`` (per
+queue) or ``problem`` (per dead job), and the rest is shown.
+
+Bulk actions (``requeue``/``purge`` of every dead job) act on the jobs dead
+when they start, once each: they work in pages of ``PAGE`` ids through the
+dead jobs scored below the newest score seen at the start, then through those
+with that very score, read at the start. A job that fails again meanwhile is
+dead-lettered anew with a later score (Redis time) and left alone, so one
+command never runs a job twice; each call has its own deadline, however many
+jobs there are.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, TypeVar
 
+import anyio
 import msgspec
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoPermissionError, ResponseError
 
 from aioqueue.cluster import initialize
-from aioqueue.connection import RedisClient, connect_any
+from aioqueue.connection import RedisClient, connect_any, mapped_errors, refusal
+from aioqueue.errors import AioqueueError, ConfigurationError
 from aioqueue.job import decode_envelope, decode_error
-from aioqueue.keys import THROUGHPUT_BUCKET_MS, QueueKeys
+from aioqueue.keys import THROUGHPUT_BUCKET_MS, QueueKeys, check_queue_name
 from aioqueue.scripts import Scripts
 
 __all__ = ["Admin", "DeadJob", "QueueInfo", "WorkerInfo"]
@@ -44,6 +60,8 @@ SCAN_CALLS_MAX = 100  # at most ~100,000 keys looked at
 QUEUES_MAX = 500
 THROUGHPUT_BUCKETS = 6
 DEFAULT_LEASE = 30.0
+PAGE = 1000  # dead job ids per read and per Function call of a bulk action
+T = TypeVar("T")
 _QUEUE_KEY = re.compile(rb"^aq:\{([^{}]+)\}:(ready|sched|stats|dead|workers)$")
 _QUEUE_KEY_MATCH = "aq:{*}:[rsdw]*"  # the SCAN pattern: a superset of _QUEUE_KEY
 
@@ -63,15 +81,18 @@ class WorkerInfo:
 
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
+    """A queue's depths; None where the key holds garbage (see ``problems``)."""
+
     name: str
-    queued: int
-    scheduled: int
-    active: int
-    failed: int
+    queued: int | None
+    scheduled: int | None
+    active: int | None
+    failed: int | None
     workers: list[WorkerInfo]
     finished_last_minute: int
     per_second: float
     stats: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def workers_alive(self) -> int:
@@ -80,13 +101,16 @@ class QueueInfo:
 
 @dataclass(frozen=True, slots=True)
 class DeadJob:
+    """A dead-lettered job; ``problem`` says what of its record could not be read."""
+
     id: str
     queue: str
     task: str | None
-    attempts: int
+    attempts: int | None
     error_type: str
     error_message: str
     failed_at_ms: int
+    problem: str | None = None
 
 
 class Admin:
@@ -94,12 +118,17 @@ class Admin:
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self.url = url
-        # no per-call deadline here: the CLI bounds each command
+        self.timeout = timeout  # the deadline of each call of a bulk action
+        # reads have no deadline of their own: the CLI bounds each command
         self.redis: RedisClient = connect_any(url, connect_timeout=timeout)
-        self.scripts = Scripts(self.redis)
+        self.scripts = Scripts(self.redis, timeout)
 
     async def __aenter__(self) -> Admin:
-        await self.redis.ping()
+        try:
+            await self.redis.ping()
+        except BaseException:
+            await self.redis.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -168,106 +197,277 @@ class Admin:
             # a GET each, not one MGET: a cluster pipeline refuses MGET (even on one slot)
             for bucket_key in buckets:
                 pipe.get(bucket_key)
-            queued, sched, active, dead, stats, beats, infos, *counts = await pipe.execute()
-        finished = sum(int(c) for c in counts if c is not None)
+            # error replies come back in place: one garbage key spoils only its own line
+            replies = await pipe.execute(raise_on_error=False)
+        read = _Reader()
+        queued, sched, active, dead = (
+            read.value(what, reply, int, None)
+            for what, reply in zip(("ready", "sched", "active", "dead"), replies, strict=False)
+        )
+        stats: dict[str, int] = read.value("stats", replies[4], _counters, {})
+        beats: list[Any] = read.value("workers", replies[5], list, [])
+        infos: dict[Any, Any] = read.value("winfo", replies[6], dict, {})
+        finished = sum(
+            read.value(f"tput:{bucket - i}", count, int, 0)
+            for i, count in enumerate(replies[7:])
+            if count is not None
+        )
         window = (THROUGHPUT_BUCKETS - 1) * THROUGHPUT_BUCKET_MS + now % THROUGHPUT_BUCKET_MS
         workers = [
-            _worker(name, wid.decode(errors="replace"), score, infos.get(wid), now)
+            _worker(name, wid.decode(errors="backslashreplace"), score, infos.get(wid), now, read)
             for wid, score in beats
         ]
         return QueueInfo(
             name=name,
-            queued=int(queued),
-            scheduled=int(sched),
-            active=int(active),
-            failed=int(dead),
+            queued=queued,
+            scheduled=sched,
+            active=active,
+            failed=dead,
             workers=workers,
             finished_last_minute=finished,
             per_second=round(finished / (window / 1000), 2) if window else 0.0,
-            stats={k.decode(): int(v) for k, v in stats.items() if v.lstrip(b"-").isdigit()},
+            stats=stats,
+            problems=read.problems,
         )
 
     async def dead_jobs(self, name: str, limit: int) -> list[DeadJob]:
-        """The newest ``limit`` dead-lettered jobs of queue ``name``."""
+        """The newest ``limit`` dead-lettered jobs of queue ``name``.
+
+        A dead set of the wrong type raises ``RedisRefused``; a job whose record
+        cannot be read is listed with its ``problem``.
+        """
         keys = QueueKeys(name)
-        entries: list[Any] = await self.redis.zrange(
-            keys.dead, 0, limit - 1, desc=True, withscores=True
-        )
+        try:
+            entries: list[Any] = await self.redis.zrange(
+                keys.dead, 0, limit - 1, desc=True, withscores=True
+            )
+        except ResponseError as exc:
+            raise refusal(exc, f"reading the dead jobs of {name!r}") from None
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, _ in entries:
-                pipe.hmget(keys.job(job_id.decode()), "d", "a", "e")
-            rows = await pipe.execute()
-        out = []
-        for (job_id, score), (payload, attempts, error_blob) in zip(entries, rows, strict=True):
-            try:
-                task: str | None = decode_envelope(payload).task
-            except Exception:  # a listing must survive an unreadable job
-                task = None
-            error = decode_error(error_blob)
-            out.append(
-                DeadJob(
-                    id=job_id.decode(),
-                    queue=name,
-                    task=task,
-                    attempts=int(attempts or 0),
-                    error_type=error.type,
-                    error_message=error.message,
-                    failed_at_ms=int(score),
-                )
-            )
-        return out
+                pipe.hmget(keys.prefix.encode() + b"j:" + job_id, "d", "a", "e")
+            rows = await pipe.execute(raise_on_error=False)
+        return [
+            _dead_job(name, job_id, score, row)
+            for (job_id, score), row in zip(entries, rows, strict=True)
+        ]
 
-    async def requeue(self, name: str, ids: list[str] | None) -> int:
-        """Puts dead jobs (``ids``, or every one when None) back in the ready list."""
-        return await self._each_dead(name, ids, self.scripts.requeue)
+    async def requeue(
+        self, name: str, ids: Sequence[str] | None, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Puts dead jobs (``ids``, or every one dead now when None) back in the ready
+        list; returns how many. ``progress`` is told the count after each call."""
+        return await self._each_dead(name, ids, "requeue", progress)
 
-    async def purge(self, name: str, ids: list[str] | None) -> int:
-        """Deletes dead jobs (``ids``, or every one when None)."""
-        return await self._each_dead(name, ids, self.scripts.purge)
+    async def purge(
+        self, name: str, ids: Sequence[str] | None, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Deletes dead jobs (``ids``, or every one dead now when None)."""
+        return await self._each_dead(name, ids, "purge", progress)
 
-    async def _each_dead(self, name: str, ids: list[str] | None, action: Any) -> int:
-        if ids is not None:
-            return int(await action(name, ids))
-        dead = QueueKeys(name).dead
+    async def _each_dead(
+        self,
+        name: str,
+        ids: Sequence[str] | None,
+        action: Literal["requeue", "purge"],
+        progress: Callable[[int], None] | None,
+    ) -> int:
+        act = self.scripts.requeue if action == "requeue" else self.scripts.purge
+        pages = _pages(list(dict.fromkeys(ids))) if ids is not None else self._dead_now(name)
         done = 0
-        while True:  # in chunks: one Function call never holds Redis for long
-            raw: list[Any] = await self.redis.zrange(dead, 0, 999)
-            chunk = [i.decode() for i in raw]
-            if not chunk:
-                return done
-            done += int(await action(name, chunk))
+        async for page in pages:
+            with mapped_errors(self.url, self.timeout):
+                done += await act(name, page)  # its own deadline: Scripts' timeout
+            if progress is not None:
+                progress(done)
+        return done
+
+    async def _dead_now(self, name: str) -> AsyncIterator[list[Any]]:
+        """Pages of the ids dead now, oldest first, each read after the one before
+        was acted on (which takes it out of the dead set)."""
+        dead = QueueKeys(name).dead
+        what = f"reading the dead jobs of {name!r}"
+        newest: list[Any] = await self._bounded(
+            self.redis.zrange(dead, -1, -1, withscores=True), what
+        )
+        if not newest:
+            return
+        cutoff = repr(float(newest[0][1]))
+        # read now: a job dead-lettered again later can get this same millisecond
+        at_cutoff: list[Any] = []
+        while True:
+            page: list[Any] = await self._bounded(
+                self.redis.zrange(
+                    dead, cutoff, cutoff, byscore=True, offset=len(at_cutoff), num=PAGE
+                ),
+                what,
+            )
+            at_cutoff += page
+            if len(page) < PAGE:
+                break
+        before: list[Any] | None = None
+        while True:
+            page = await self._bounded(
+                self.redis.zrange(dead, "-inf", f"({cutoff}", byscore=True, offset=0, num=PAGE),
+                what,
+            )
+            if not page:
+                break
+            if page == before:  # the action left them there: never loop on them
+                raise AioqueueError(
+                    f"dead jobs of {name!r} stay dead after {len(page)} were acted on"
+                )
+            before = page
+            yield page
+        async for page in _pages(at_cutoff):
+            yield page
+
+    async def _bounded(self, call: Awaitable[T], what: str) -> T:
+        with mapped_errors(self.url, self.timeout), anyio.fail_after(self.timeout):
+            try:
+                return await call
+            except ResponseError as exc:
+                raise refusal(exc, what) from None
+
+
+async def set_aside_record(redis: RedisClient, queue: str, job_id: str) -> tuple[str, str] | None:
+    """Where a worker set job ``job_id`` aside (its garbage key) and why, if it did.
+
+    The garbage index holds the key names; the job's is ``garbage:j:<id>:<ms>``.
+    A bounded look (``SCAN_CALLS_MAX`` calls): None when not found in it.
+    """
+    keys = QueueKeys(queue)
+    pattern = _glob_escape(f"{keys.prefix}garbage:j:{job_id}:") + "*"
+    cursor = 0
+    for _ in range(SCAN_CALLS_MAX):
+        cursor, found = await redis.zscan(keys.garbage, cursor, match=pattern, count=SCAN_COUNT)
+        if found:
+            key: Any = found[0][0]
+            reason: Any = await redis.hget(key, "reason")
+            as_text = key.decode(errors="backslashreplace")
+            return as_text, reason.decode(errors="backslashreplace") if reason else ""
+        if cursor == 0:
+            return None
+    return None
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+async def _pages(ids: list[Any]) -> AsyncIterator[list[Any]]:
+    for i in range(0, len(ids), PAGE):
+        yield ids[i : i + PAGE]
+
+
+class _Reader:
+    """Parses replies that may be garbage, noting each that is."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def value(self, what: str, reply: Any, parse: Callable[[Any], T], default: T) -> T:
+        if isinstance(reply, NoPermissionError):  # not garbage: nothing here can be read
+            raise refusal(reply, f"reading {what}")
+        if isinstance(reply, Exception):
+            self.problems.append(f"{what}: {reply}")
+            return default
+        try:
+            return parse(reply)
+        except (ValueError, TypeError, AttributeError) as exc:
+            self.problems.append(f"{what}: unreadable value ({exc})")
+            return default
+
+
+def _counters(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {
+        k.decode(errors="backslashreplace"): int(v)
+        for k, v in raw.items()
+        if v.lstrip(b"-").isdigit()
+    }
+
+
+def _dead_job(name: str, raw_id: bytes, score: float, row: Any) -> DeadJob:
+    problems: list[str] = []
+    try:
+        job_id = raw_id.decode()
+    except UnicodeDecodeError:
+        job_id = raw_id.decode(errors="backslashreplace")
+        problems.append("id is not UTF-8")
+    payload = attempts_raw = error_blob = None
+    if isinstance(row, Exception):
+        problems.append(f"job record: {row}")
+    else:
+        payload, attempts_raw, error_blob = row
+    task: str | None = None
+    if payload is not None:
+        try:
+            task = decode_envelope(payload).task
+        except Exception as exc:  # a listing must survive an unreadable job
+            problems.append(f"payload: {exc}")
+    attempts: int | None = 0
+    if attempts_raw is not None:
+        try:
+            attempts = int(attempts_raw)
+        except ValueError:
+            attempts = None
+            problems.append(f"attempts: not a number ({attempts_raw[:40]!r})")
+    error = decode_error(error_blob)
+    return DeadJob(
+        id=job_id,
+        queue=name,
+        task=task,
+        attempts=attempts,
+        error_type=error.type,
+        error_message=error.message,
+        failed_at_ms=int(score),
+        problem="; ".join(problems) or None,
+    )
 
 
 def _queue_names(keys: list[Any]) -> set[str]:
-    """The queue names in SCAN results that are keys every live queue has one of."""
+    """The queue names in SCAN results that are keys every live queue has one of
+    (a planted key whose name no queue can have is no queue)."""
     names = set()
     for key in keys:
         m = _QUEUE_KEY.match(key if isinstance(key, bytes) else key.encode())
         if m:
-            names.add(m.group(1).decode(errors="replace"))
+            try:
+                names.add(check_queue_name(m.group(1).decode()))
+            except (UnicodeDecodeError, ConfigurationError):
+                continue
     return names
 
 
-def _worker(queue: str, wid: str, score: float, raw: bytes | None, now_ms: int) -> WorkerInfo:
+def _worker(queue: str, wid: str, score: float, raw: Any, now_ms: int, read: _Reader) -> WorkerInfo:
     info: dict[str, Any] = {}
     if raw:
         try:
             decoded = msgspec.json.decode(raw)
             info = decoded if isinstance(decoded, dict) else {}
         except msgspec.DecodeError:
-            pass
+            read.problems.append(f"winfo {wid}: not JSON")
     age = max(0.0, (now_ms - score) / 1000)
     lease = info.get("lease", DEFAULT_LEASE)
     lease = float(lease) if isinstance(lease, int | float) else DEFAULT_LEASE
     pid = info.get("pid")
+
+    def count(field: str) -> int:
+        value = info.get(field, 0) or 0
+        if isinstance(value, int):
+            return value
+        read.problems.append(f"winfo {wid}: {field} is not a number")
+        return 0
+
     return WorkerInfo(
         id=wid,
         queue=queue,
         host=str(info.get("host", "?")),
         pid=pid if isinstance(pid, int) else None,
-        running=int(info.get("running", 0) or 0),
-        done=int(info.get("done", 0) or 0),
-        concurrency=int(info.get("concurrency", 0) or 0),
+        running=count("running"),
+        done=count("done"),
+        concurrency=count("concurrency"),
         seconds_since_heartbeat=round(age, 3),
         alive=age <= lease,
     )

@@ -8,7 +8,8 @@
 Settings of ``run``: a CLI flag wins over its AIOQUEUE_* environment variable,
 which wins over the Worker object's own value (see ``aioqueue.supervisor``).
 Errors a user can fix (a bad import path, Redis unreachable) print one line and
-exit 2; ``check`` exits 1 when no worker is alive.
+exit 2; ``check`` exits 1 when no worker is alive. So does any other error: one
+line naming it, the traceback only with ``--log-level debug``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import importlib
 import inspect
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import click
 
-from aioqueue.cli_admin import check, cron_schedule, enqueue, info, jobs
-from aioqueue.connection import UNAVAILABLE
+from aioqueue.cli_admin import check, cron_schedule, enqueue, info
+from aioqueue.cli_jobs import jobs
+from aioqueue.cli_output import Failed
+from aioqueue.connection import UNAVAILABLE, unavailable
 from aioqueue.errors import AioqueueError, ConfigurationError
 from aioqueue.logging import configure
 from aioqueue.task import Task
@@ -76,23 +80,22 @@ def run_worker(worker: Worker, *, use_uvloop: bool = True) -> None:
     anyio.run(main, backend_options={"use_uvloop": use_uvloop})
 
 
-class Failed(click.ClickException):
-    """A one-line error for the user, never a traceback."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"aioqueue: {self.format_message()}", err=True)
-
-
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except AioqueueError as exc:
             raise Failed(str(exc)) from None
         except UNAVAILABLE as exc:  # a raw connection error that escaped the mapping
-            raise Failed(f"Redis is unavailable: {exc}") from None
+            raise Failed(str(unavailable(None, exc))) from None
+        except Exception as exc:  # a bug or garbage we did not foresee: still one line
+            if (ctx.obj or {}).get("log_level") == "debug":
+                traceback.print_exc()
+            raise Failed(
+                f"unexpected {type(exc).__name__}: {exc} (--log-level debug shows the traceback)"
+            ) from None
 
 
 @click.group(cls=_Group)

@@ -1,35 +1,41 @@
-"""The on-call commands: ``enqueue``, ``info``, ``jobs failed|retry|purge``, ``check``, ``cron``.
+"""The on-call commands: ``enqueue``, ``info``, ``check``, ``cron`` (``jobs``: ``cli_jobs``).
 
 Human tables by default, ``--json`` for scripts. Exit codes: 0 done, 1 the
 answer is "no" (a job failed, no live worker, an id not found), 2 an error
-(bad import path, Redis unreachable, bad usage).
+(bad import path, Redis unreachable, bad usage, garbage met while reading:
+what could be read is shown, the unreadable parts as '?').
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import click
-from redis.exceptions import RedisError
 
-from aioqueue.admin import Admin, QueueInfo, WorkerInfo
+from aioqueue.admin import Admin, QueueInfo, WorkerInfo, set_aside_record
+from aioqueue.cli_output import No, echo, emit_json, jsonable, problems_found, table
 from aioqueue.client import Queue
 from aioqueue.connection import DEFAULT_URL, connect_any, mapped_errors, redact
 from aioqueue.cron import CronInfo, schedule_status, schedule_table
 from aioqueue.errors import (
+    AioqueueError,
     ConfigurationError,
+    JobAborted,
     JobFailed,
     JobNotFound,
     RedisUnavailable,
     ResultTimeout,
 )
-from aioqueue.task import DEFAULT_QUEUE, Task
+from aioqueue.task import Task
+from aioqueue.terminal import printable
 
 if TYPE_CHECKING:
     from aioqueue.worker import Worker
@@ -52,45 +58,42 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
 
 
-class No(click.ClickException):
-    """The answer is no (exit 1): printed as one line."""
+def timeout_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--redis-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=10.0,
+        envvar="AIOQUEUE_REDIS_TIMEOUT",
+        show_envvar=True,
+        show_default=True,
+        help="Seconds Redis may take to answer (each call, for a bulk action).",
+    )(fn)
 
-    exit_code = 1
 
-    def show(self, file: Any = None) -> None:
-        click.echo(f"aioqueue: {self.format_message()}", err=True)
+def with_admin(
+    url: str, fn: Callable[[Admin], Awaitable[T]], timeout: float = 10.0, *, bounded: bool = True
+) -> T:
+    """Runs ``fn`` with an Admin, within ``timeout`` seconds in all (``bounded``),
+    or each of its calls within ``timeout`` (a bulk action of any size)."""
 
-
-def _with_admin(url: str, fn: Callable[[Admin], Awaitable[T]], timeout: float = 10.0) -> T:
     async def main() -> T:
-        with mapped_errors(url), anyio.fail_after(timeout):
-            async with Admin(url, timeout=timeout) as admin:
-                return await fn(admin)
+        with mapped_errors(url, timeout):
+            with anyio.fail_after(timeout) if bounded else contextlib.nullcontext():
+                with anyio.fail_after(timeout):
+                    admin = await Admin(url, timeout=timeout).__aenter__()
+                try:
+                    return await fn(admin)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await admin.__aexit__(None, None, None)
 
     return anyio.run(main)
 
 
-async def _queues(admin: Admin, given: Sequence[str]) -> tuple[list[str], bool]:
+async def discover(admin: Admin, given: Sequence[str]) -> tuple[list[str], bool]:
     if given:
         return list(given), False
     return await admin.discover()
-
-
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=_jsonable))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return repr(value)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _parse_value(text: str) -> Any:
@@ -101,8 +104,15 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+def _signing_key(key: str | None, key_file: Path | None) -> bytes | str | None:
+    if key is not None and key_file is not None:
+        raise click.UsageError("give --signing-key or --signing-key-file, not both")
+    if key_file is None:
+        return key or None
+    try:
+        return key_file.read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the signing key: {exc}") from None
 
 
 # -- enqueue ---------------------------------------------------------------------------
@@ -116,6 +126,19 @@ def _when(ms: int) -> str:
 @click.option("--delay", type=click.FloatRange(min=0), help="Seconds before the job may run.")
 @click.option("--wait", is_flag=True, help="Wait for the job and print its result.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True)
+@click.option(
+    "--signing-key",
+    envvar="AIOQUEUE_SIGNING_KEY",
+    show_envvar=True,
+    help="Sign the job for workers that verify (prefer the variable: a flag shows in ps).",
+)
+@click.option(
+    "--signing-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="AIOQUEUE_SIGNING_KEY_FILE",
+    show_envvar=True,
+    help="Read the signing key from this file (one trailing newline ignored).",
+)
 @json_option
 @redis_option
 def enqueue(
@@ -126,18 +149,22 @@ def enqueue(
     delay: float | None,
     wait: bool,
     timeout: float,
+    signing_key: str | None,
+    signing_key_file: Path | None,
     as_json: bool,
     redis_url: str,
 ) -> None:
     """Enqueue a job of MODULE:TASK with ARGS (JSON values where they parse, else strings).
 
-    Prints the job id, or with --wait the result (exit 1 if the job failed).
+    Prints the job id, or with --wait the result (exit 1 if the job failed, was
+    aborted or was set aside by a worker, for example for a missing signature).
     """
     from aioqueue.cli import load_target
 
     task = load_target(task_spec)
     if not isinstance(task, Task):
         raise ConfigurationError(f"{task_spec!r} is not a task (got {type(task).__name__})")
+    key = _signing_key(signing_key, signing_key_file)
     named: dict[str, Any] = {}
     for item in kwargs:
         name, sep, value = item.partition("=")
@@ -150,7 +177,8 @@ def enqueue(
 
     async def main() -> dict[str, Any]:
         with mapped_errors(redis_url):
-            async with Queue(redis_url, timeout=min(timeout or 5.0, 10.0)) as q:
+            client_timeout = min(timeout or 5.0, 10.0)
+            async with Queue(redis_url, timeout=client_timeout, signing_key=key) as q:
                 job = await q.enqueue(task, *values, **named)
                 out: dict[str, Any] = {"id": job.id, "queue": job.queue}
                 if not wait:
@@ -161,25 +189,48 @@ def enqueue(
                 except JobFailed as exc:
                     out["status"] = "failed"
                     out["error"] = {"type": exc.exc_type, "message": exc.exc_message}
-                except ResultTimeout:
-                    out["status"] = str(await job.status())
-                except JobNotFound:
-                    out["status"] = "missing"
+                except JobAborted as exc:
+                    out["status"] = "aborted"
+                    out["reason"] = exc.reason
+                except (ResultTimeout, JobNotFound):
+                    try:
+                        out["status"] = str(await job.status())
+                    except JobNotFound:
+                        out["status"] = "missing"
+                        found = None
+                        # a worker that cannot run it sets it aside: say so, and why
+                        with contextlib.suppress(AioqueueError):  # a look only
+                            found = await q.read(lambda r: set_aside_record(r, job.queue, job.id))
+                        if found is not None:
+                            out["status"] = "set aside"
+                            out["garbage_key"], out["reason"] = found
                 return out
 
     out = anyio.run(main)
     if as_json:
-        _emit_json(out)
+        emit_json(out)
     elif not wait:
-        click.echo(out["id"])
+        echo(out["id"])
     elif out["status"] == "complete":
         result = out["result"]
-        click.echo(result if isinstance(result, str) else json.dumps(result, default=_jsonable))
+        if isinstance(result, str):
+            echo(result, lines=True)
+        else:
+            echo(json.dumps(result, default=jsonable))
     if wait and out["status"] != "complete":
-        if out["status"] == "failed":
-            err = out["error"]
-            raise No(f"job {out['id']} failed: {err['type']}: {err['message']}")
-        raise No(f"job {out['id']} did not finish within {timeout}s (status: {out['status']})")
+        raise No(_not_complete(out, timeout))
+
+
+def _not_complete(out: dict[str, Any], timeout: float) -> str:
+    job, status = out["id"], out["status"]
+    if status == "failed":
+        return f"job {job} failed: {out['error']['type']}: {out['error']['message']}"
+    if status == "aborted":
+        return f"job {job} was aborted" + (f": {out['reason']}" if out["reason"] else "")
+    if status == "set aside":
+        why = out["reason"] or "no reason recorded"
+        return f"job {job} was set aside by a worker ({out['garbage_key']}): {why}"
+    return f"job {job} did not finish within {timeout}s (status: {status})"
 
 
 # -- info --------------------------------------------------------------------------------
@@ -191,28 +242,38 @@ def enqueue(
 )
 @json_option
 @redis_option
-def info(queues: tuple[str, ...], as_json: bool, redis_url: str) -> None:
-    """Queues with their depths and throughput, and the workers alive."""
+@timeout_option
+def info(queues: tuple[str, ...], as_json: bool, redis_url: str, redis_timeout: float) -> None:
+    """Queues with their depths and throughput, and the workers alive.
+
+    A key holding garbage shows as '?' and the command exits 2 saying which.
+    """
 
     async def main(admin: Admin) -> tuple[list[QueueInfo], bool]:
-        names, truncated = await _queues(admin, queues)
+        names, truncated = await discover(admin, queues)
         now = await admin.now_ms()
         return [await admin.queue(name, now) for name in names], truncated
 
-    found, truncated = _with_admin(redis_url, main)
+    found, truncated = with_admin(redis_url, main, redis_timeout)
+    problems = [f"queue {q.name}: {p}" for q in found for p in q.problems]
     if as_json:
-        _emit_json(
+        emit_json(
             {
                 "redis": redact(redis_url),
                 "queues": [asdict(q) for q in found],
                 "discovery_truncated": truncated,
             }
         )
-        return
-    if not found:
-        click.echo(f"no queues found in {redact(redis_url)}")
-        return
-    _table(
+    elif not found:
+        echo(f"no queues found in {redact(redis_url)}")
+    else:
+        _info_tables(found, truncated)
+    if problems:
+        raise problems_found(problems)
+
+
+def _info_tables(found: list[QueueInfo], truncated: bool) -> None:
+    table(
         ["QUEUE", "QUEUED", "SCHEDULED", "ACTIVE", "FAILED", "WORKERS", "DONE/MIN", "JOBS/S"],
         [
             [
@@ -229,18 +290,18 @@ def info(queues: tuple[str, ...], as_json: bool, redis_url: str) -> None:
         ],
     )
     workers = _alive_by_id(found)
-    click.echo("")
+    echo("")
     if not workers:
-        click.echo("no workers alive")
+        echo("no workers alive")
     else:
-        _table(
+        table(
             ["WORKER", "QUEUES", "HOST", "PID", "RUNNING", "DONE", "HEARTBEAT"],
             [
                 [
                     w.id,
                     ",".join(qs),
                     w.host,
-                    w.pid or "?",
+                    w.pid,
                     f"{w.running}/{w.concurrency}",
                     w.done,
                     f"{w.seconds_since_heartbeat:.1f}s ago",
@@ -249,7 +310,7 @@ def info(queues: tuple[str, ...], as_json: bool, redis_url: str) -> None:
             ],
         )
     if truncated:
-        click.echo("\n(queue discovery stopped early: name queues with --queue)")
+        echo("\n(queue discovery stopped early: name queues with --queue)", lines=True)
 
 
 def _alive_by_id(found: list[QueueInfo]) -> list[tuple[WorkerInfo, list[str]]]:
@@ -261,85 +322,6 @@ def _alive_by_id(found: list[QueueInfo]) -> list[tuple[WorkerInfo, list[str]]]:
     return sorted(by_id.values(), key=lambda item: item[0].id)
 
 
-# -- jobs ------------------------------------------------------------------------------
-
-
-@click.group()
-def jobs() -> None:
-    """Dead-lettered jobs: list, retry, purge."""
-
-
-@jobs.command()
-@click.option("--queue", "queues", multiple=True, help="Queue (repeatable).  [default: all]")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@json_option
-@redis_option
-def failed(queues: tuple[str, ...], limit: int, as_json: bool, redis_url: str) -> None:
-    """The newest failed (dead-lettered) jobs per queue."""
-
-    async def main(admin: Admin) -> list[Any]:
-        names, _ = await _queues(admin, queues)
-        out = []
-        for name in names:
-            out += await admin.dead_jobs(name, limit)
-        return out
-
-    dead = _with_admin(redis_url, main)
-    if as_json:
-        _emit_json([asdict(d) for d in dead])
-        return
-    if not dead:
-        click.echo("no failed jobs")
-        return
-    _table(
-        ["ID", "QUEUE", "TASK", "ATTEMPTS", "FAILED AT (UTC)", "ERROR"],
-        [
-            [
-                d.id,
-                d.queue,
-                d.task or "?",
-                d.attempts,
-                _when(d.failed_at_ms),
-                f"{d.error_type}: {d.error_message}"[:80],
-            ]
-            for d in dead
-        ],
-    )
-
-
-def _dead_action(verb: str, past: str, action: str) -> click.Command:
-    @click.command(name=verb)
-    @click.argument("ids", nargs=-1)
-    @click.option("--all", "every", is_flag=True, help="Every failed job of the queue.")
-    @click.option("--queue", default=DEFAULT_QUEUE, show_default=True)
-    @json_option
-    @redis_option
-    def command(
-        ids: tuple[str, ...], every: bool, queue: str, as_json: bool, redis_url: str
-    ) -> None:
-        if bool(ids) == every:
-            raise click.UsageError("give job IDs or --all (not both)")
-
-        async def main(admin: Admin) -> int:
-            fn = admin.requeue if action == "requeue" else admin.purge
-            return await fn(queue, None if every else list(ids))
-
-        count = _with_admin(redis_url, main)
-        if as_json:
-            _emit_json({"queue": queue, past: count})
-        else:
-            click.echo(f"{past} {count} job(s) of queue {queue}")
-        if ids and count < len(ids):
-            raise No(f"{len(ids) - count} of {len(ids)} id(s) are not failed jobs of {queue}")
-
-    command.help = f"{verb.capitalize()} failed jobs: IDs, or --all."
-    return command
-
-
-jobs.add_command(_dead_action("retry", "requeued", "requeue"))
-jobs.add_command(_dead_action("purge", "purged", "purge"))
-
-
 # -- check -------------------------------------------------------------------------------
 
 
@@ -348,21 +330,33 @@ jobs.add_command(_dead_action("purge", "purged", "purge"))
 @click.option("--this-host", is_flag=True, help="Only workers on this host (a container probe).")
 @json_option
 @redis_option
-def check(queues: tuple[str, ...], this_host: bool, as_json: bool, redis_url: str) -> None:
-    """Exit 0 when a worker's heartbeat is fresh, else 1: for liveness probes."""
+@timeout_option
+def check(
+    queues: tuple[str, ...], this_host: bool, as_json: bool, redis_url: str, redis_timeout: float
+) -> None:
+    """Exit 0 when a worker's heartbeat is fresh, else 1: for liveness probes.
+
+    Garbage in a queue's keys is reported on stderr; it fails the probe (exit 2)
+    only when no live worker was found, as the answer is then unknown.
+    """
 
     async def main(admin: Admin) -> list[QueueInfo]:
-        names, _ = await _queues(admin, queues)
+        names, _ = await discover(admin, queues)
         now = await admin.now_ms()
         return [await admin.queue(name, now) for name in names]
 
-    found = _with_admin(redis_url, main)
+    found = with_admin(redis_url, main, redis_timeout)
+    problems = [f"queue {q.name}: {p}" for q in found for p in q.problems]
     host = socket.gethostname()
     alive = [w for w, _ in _alive_by_id(found) if not this_host or w.host == host]
     if as_json:
-        _emit_json({"ok": bool(alive), "alive": [asdict(w) for w in alive]})
+        emit_json({"ok": bool(alive), "alive": [asdict(w) for w in alive], "problems": problems})
     elif alive:
-        click.echo(f"ok: {len(alive)} worker(s) alive")
+        echo(f"ok: {len(alive)} worker(s) alive")
+    if not alive and problems:
+        raise problems_found(problems)
+    if problems:  # a healthy worker is not restarted for a junk value next to it
+        problems_found(problems).show()
     if not alive:
         where = f" on {host}" if this_host else ""
         raise No(f"no worker with a fresh heartbeat{where}")
@@ -394,23 +388,23 @@ def cron_schedule(target: str, redis_url: str | None, as_json: bool) -> None:
 
     worker = load_worker(target)
     url = redis_url or worker.redis_url
-    table, error = _cron_table(worker, url) if worker.cron else ([], None)
+    rows, error = _cron_table(worker, url) if worker.cron else ([], None)
     if as_json:
-        _emit_json(
+        emit_json(
             {
                 "target": target,
                 "redis": redact(url),
                 "redis_reachable": error is None,
                 "error": error,
-                "jobs": [_cron_json(c) for c in table],
+                "jobs": [_cron_json(c) for c in rows],
             }
         )
         return
     if not worker.cron:
-        click.echo(f"no recurring jobs in {target}")
+        echo(f"no recurring jobs in {target}")
         return
     unknown = "?" if error is not None else "never"
-    _table(
+    table(
         ["NAME", "TASK", "SCHEDULE", "TIMEZONE", "QUEUE", "NEXT FIRE", "LAST FIRED", "OPTIONS"],
         [
             [
@@ -423,13 +417,14 @@ def cron_schedule(target: str, redis_url: str | None, as_json: bool) -> None:
                 _local(c.last_fired) if c.last_fired is not None else unknown,
                 _cron_options(c) or "-",
             ]
-            for c in table
+            for c in rows
         ],
     )
     if error is not None:
         # stderr: the table on stdout stays the same shape for anyone piping it
         click.echo(
-            f"aioqueue: last ticks unknown, next fire times from this host's clock: {error}",
+            "aioqueue: last ticks unknown, next fire times from this host's clock: "
+            + printable(error),
             err=True,
         )
 
@@ -452,8 +447,8 @@ def _cron_table(worker: Worker, url: str) -> tuple[list[CronInfo], str | None]:
         error = f"Redis at {redact(url)} did not answer within {CRON_TIMEOUT:g}s"
     except RedisUnavailable as exc:
         error = str(exc)
-    except RedisError as exc:  # an ACL refusing TIME or HGET
-        error = f"Redis at {redact(url)} refused: {exc}"
+    except AioqueueError as exc:  # an ACL refusing TIME or HGET, a garbage key
+        error = f"Redis at {redact(url)}: {exc}"
     return schedule_table(worker), error
 
 

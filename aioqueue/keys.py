@@ -7,19 +7,35 @@ in one Redis Cluster slot, so each Redis Function call touches a single slot.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 PREFIX = "aq"
 THROUGHPUT_BUCKET_MS = 10_000  # the Lua `finish` counts finished jobs per bucket of this size
-_NAME = re.compile(r"^[^\s{}\x00]{1,200}$")
-_JOB_ID = re.compile(r"^[^\s\x00]{1,200}$")
+# printable ASCII without space (and, in a queue name, without the hash tag's braces)
+_NAME_ASCII = re.compile(r"^[\x21-\x7a|~]{1,200}$")
+_JOB_ID_ASCII = re.compile(r"^[\x21-\x7e]{1,200}$")
+# control, format (bidi overrides, zero-width), surrogate and line/paragraph separators:
+# in a name an operator reads in a terminal they could rewrite what it shows
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _printable(text: object, ascii_form: re.Pattern[str], refused: str) -> bool:
+    if not isinstance(text, str):
+        return False
+    if text.isascii():  # the common case, one regex match
+        return ascii_form.match(text) is not None
+    return 0 < len(text) <= 200 and not any(
+        c in refused or c.isspace() or unicodedata.category(c) in _UNPRINTABLE for c in text
+    )
 
 
 def check_queue_name(name: str) -> str:
     from aioqueue.errors import ConfigurationError
 
-    if not _NAME.match(name):
+    if not _printable(name, _NAME_ASCII, "{}"):
         raise ConfigurationError(
-            f"invalid queue name {name!r}: 1-200 characters, no spaces, braces or NUL"
+            f"invalid queue name {name!r}: 1-200 characters, no spaces, braces,"
+            " control or format characters"
         )
     return name
 
@@ -27,8 +43,10 @@ def check_queue_name(name: str) -> str:
 def check_job_id(job_id: str) -> str:
     from aioqueue.errors import ConfigurationError
 
-    if not _JOB_ID.match(job_id):
-        raise ConfigurationError(f"invalid job id {job_id!r}: 1-200 characters, no spaces or NUL")
+    if not _printable(job_id, _JOB_ID_ASCII, ""):
+        raise ConfigurationError(
+            f"invalid job id {job_id!r}: 1-200 characters, no spaces, control or format characters"
+        )
     return job_id
 
 

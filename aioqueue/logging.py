@@ -4,24 +4,57 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+
+from aioqueue.terminal import printable
+
+
+class _Quoted:
+    """A value the console renderer shows as ``repr`` of the text: quoted and escaped."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+
+def _printable_values(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Console lines show job ids, task names and error messages read from Redis:
+    none of them may drive the terminal (JSON lines escape control characters anyway).
+    The renderer shows the event and the traceback as they are, other strings
+    sometimes quoted (repr) and sometimes not: each gets escaped exactly once."""
+    for key, value in event.items():
+        if not isinstance(value, str) or value.isprintable():
+            continue
+        if key in ("event", "exception"):
+            event[key] = printable(value, lines=key == "exception")
+        else:
+            event[key] = _Quoted(value)
+    return event
 
 
 def configure(*, fmt: str = "console", level: str = "info") -> None:
     """JSON lines (``fmt='json'``) for production, coloured lines for a terminal."""
-    renderer: structlog.types.Processor
+    last: list[structlog.types.Processor]
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
+        last = [structlog.processors.JSONRenderer()]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        last = [_printable_values, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            renderer,
+            *last,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]

@@ -187,6 +187,7 @@ def test_jobs_failed_lists_dead_letters(redis_url: str, queue_name: str) -> None
             "error_type": "builtins.ValueError",
             "error_message": "kaput",
             "failed_at_ms": js[0]["failed_at_ms"],
+            "problem": None,
         }
     ]
 
