@@ -163,6 +163,11 @@ async def any_node_pubsub(cluster: ClusterClient) -> AsyncIterator[PubSub]:
 
 def connect_cluster(url: str, *, connect_timeout: float = 5.0, **kwargs: Any) -> ClusterClient:
     """A cluster client for ``url``; no per-read socket timeout (see ``connection.connect``)."""
+    if not hasattr(PubSub, "ssubscribe"):  # results travel over sharded pub/sub
+        raise ConfigurationError(
+            "Redis Cluster needs redis-py 8.0 or newer (asyncio sharded pub/sub):"
+            " pip install 'aioqueue[cluster]'"
+        )
     nodes, options = parse_cluster_url(url)
     options.setdefault("socket_connect_timeout", connect_timeout)
     options["socket_timeout"] = None

@@ -6,12 +6,15 @@ WRONGTYPE, real full queues for ``enqueue_many``.
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import anyio
 import pytest
-from click.testing import CliRunner
+from redis.asyncio.client import PubSub
 from redis.exceptions import ResponseError
 
 from aioqueue import (
@@ -24,13 +27,13 @@ from aioqueue import (
     RedisRefused,
     Worker,
 )
-from aioqueue.cli import cli
 from aioqueue.keys import QueueKeys
 from aioqueue.scripts import LIBRARY
 from tests import sched_tasks as st
 from tests import tasks
 from tests.conftest import running
 from tests.redis_server import RedisServer
+from tests.supervised import ROOT
 from tests.test_scheduling import make_worker
 
 pytestmark = pytest.mark.anyio
@@ -106,9 +109,16 @@ def test_the_cli_reports_an_acl_refusal_in_one_line(
     acl_redis: RedisServer, command: list[str]
 ) -> None:
     url = as_user(acl_redis, "nokeys")
-    out = CliRunner().invoke(cli, [*command, "--queue", "q", "--redis-url", url])
-    assert out.exit_code == 2
-    (line,) = out.stderr.splitlines()
+    done = subprocess.run(
+        [sys.executable, "-m", "aioqueue", *command, "--queue", "q", "--redis-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
     assert line.startswith("aioqueue: Redis refused") and ": NOPERM this user" in line, line
     assert PASSWORD not in line
 
@@ -216,3 +226,12 @@ async def test_a_deadline_says_so(redis_url: str) -> None:
     with pytest.raises(AioqueueError, match=r"did not answer within 0\.01s"):
         with mapped_errors(redis_url, 0.01), anyio.fail_after(0.01):
             await anyio.sleep(1)
+
+
+@pytest.mark.skipif(
+    hasattr(PubSub, "ssubscribe"),
+    reason="this redis-py has sharded pub/sub (the floor venv, make test-floor, has not)",
+)
+def test_a_cluster_url_on_a_redis_py_without_sharded_pubsub_says_what_it_needs() -> None:
+    with pytest.raises(ConfigurationError, match=r"redis-py 8\.0 or newer"):
+        Queue("redis+cluster://127.0.0.1:7000")
