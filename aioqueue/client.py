@@ -77,7 +77,8 @@ class Queue:
     max_payload: largest encoded job in bytes (``PayloadTooLarge``); None: no limit.
     max_length: most queued + scheduled jobs a queue may hold; an enqueue past it
     raises ``QueueFull``, or with ``wait_when_full`` waits (up to ``timeout``).
-    signing_key: sign every job (HMAC-SHA256) for workers that verify.
+    signing_key: sign every job (HMAC-SHA256 of its queue, id, lock and payload) for
+    workers that verify; a list of keys signs with the first (key rotation).
     durable: an enqueue returns only once a replica has the jobs too (``WAIT 1``),
     or raises ``NotReplicated`` after ``replica_timeout`` seconds. Without it an
     acknowledged enqueue lives on the primary alone until replication catches up
@@ -98,7 +99,7 @@ class Queue:
         max_payload: int | None = 1 << 20,
         max_length: int | None = None,
         wait_when_full: bool = False,
-        signing_key: bytes | str | None = None,
+        signing_key: signing.SigningKeys | None = None,
         durable: bool = False,
         replica_timeout: float = 1.0,
     ) -> None:
@@ -112,6 +113,7 @@ class Queue:
         self.max_length = max_length or 0
         self.wait_when_full = wait_when_full
         self.signing_key = signing_key
+        self._signer = signing.Signer(signing_key) if signing_key is not None else None
         self.redis: RedisClient = connect_any(url, connect_timeout=timeout)
         self._listen_redis: RedisClient = connect_any(url, connect_timeout=timeout)
         self.scripts = Scripts(self.redis, timeout)
@@ -203,10 +205,11 @@ class Queue:
             raise PayloadTooLarge(
                 f"job for {task.name} is {len(payload)} bytes; the limit is {self.max_payload}"
             )
-        if self.signing_key is not None:
-            payload = signing.sign(self.signing_key, payload)
+        job_id = opts.job_id or new_job_id()
         lock = task.lock_wire(args, kwargs)
-        return queue, (opts.job_id or new_job_id(), payload, delay_ms, at_ms, lock)
+        if self._signer is not None:
+            payload = self._signer.sign(payload, queue=queue, job_id=job_id, lock=lock)
+        return queue, (job_id, payload, delay_ms, at_ms, lock)
 
     async def _send(self, queue: str, batch: list[EnqueueWire]) -> list[str]:
         with mapped_errors(self.url):

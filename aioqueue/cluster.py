@@ -214,7 +214,7 @@ class ClusterWaker:
                 with anyio.fail_after(self._block + 10):
                     got = await self._cluster.blpop([key], timeout=self._block)
                 backoff = 0.1
-            except (TimeoutError, *UNAVAILABLE) as exc:
+            except (TimeoutError, *UNAVAILABLE, ResponseError) as exc:  # ResponseError: planted key
                 log.warning("worker.wake_wait_failed", key=key, error=str(exc), retry_in=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -97,7 +97,7 @@ class Executor:
         worker_id: str,
         state: dict[str, Any],
         thread_limiter: anyio.CapacityLimiter,
-        signing_key: bytes | str | None = None,
+        signing_key: signing.SigningKeys | None = None,
         max_result_size: int | None = None,
     ) -> None:
         self.tasks = tasks
@@ -106,7 +106,7 @@ class Executor:
         self.worker_id = worker_id
         self.state = state
         self.thread_limiter = thread_limiter
-        self.signing_key = signing_key
+        self.signer = signing.Signer(signing_key) if signing_key is not None else None
         self.max_result_size = max_result_size
 
     async def run(self, running: Running) -> Outcome | None:
@@ -114,8 +114,8 @@ class Executor:
         job = running.job
         try:
             raw = job.payload
-            if self.signing_key is not None:
-                raw = signing.verify(self.signing_key, raw)
+            if self.signer is not None:
+                raw = self.signer.verify(raw, queue=job.queue, job_id=job.id, lock=job.lock)
             envelope = decode_envelope(raw)
         except MalformedJobError as exc:
             log.error("job.malformed", job_id=job.id, queue=job.queue, error=str(exc))
@@ -131,7 +131,8 @@ class Executor:
         max_attempts = (
             envelope.max_attempts or task.defaults.max_attempts or self.defaults.max_attempts
         )
-        if job.lost > task.max_lost:
+        # on the delivery after the max_lost-th loss (a loss is known only once it happened)
+        if job.lost >= max(task.max_lost, 1):
             return self._dead(job, task.name, WorkerLost(job.lost), ttl_ms)
         try:
             args, kwargs = self.serializer.loads(envelope.data)

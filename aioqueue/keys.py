@@ -64,6 +64,8 @@ class QueueKeys:
         "cron",
         "dead",
         "garbage",
+        "garbage_new",
+        "garbage_why",
         "prefix",
         "ready",
         "sched",
@@ -83,7 +85,10 @@ class QueueKeys:
         self.stats = p + "stats"
         self.workers = p + "workers"
         self.winfo = p + "winfo"
+        # the garbage area (see aioqueue.garbage): what was set aside, why, not logged yet
         self.garbage = p + "garbage"
+        self.garbage_why = p + "garbage:why"
+        self.garbage_new = p + "garbage:new"
         self.abort = p + "abort"
         self.cron = p + "cron"  # hash: cron job name -> last tick fired (ms)
 

@@ -226,19 +226,19 @@ class CronRunner:
         scripts: Scripts,
         serializer: Serializer,
         default_queue: str,
-        signing_key: bytes | str | None = None,
+        signing_key: signing.SigningKeys | None = None,
     ) -> None:
         self.entries = list(entries)
         self.scripts = scripts
         self.default_queue = default_queue
         self.clock = ServerClock()
-        # arguments are fixed per entry: encode each payload once
-        self._payloads = {e.name: self._payload(e, serializer, signing_key) for e in self.entries}
+        # arguments are fixed per entry: encode each payload once (signed per tick: the
+        # signature covers the tick's job id)
+        self._payloads = {e.name: self._payload(e, serializer) for e in self.entries}
+        self._signer = signing.Signer(signing_key) if signing_key is not None else None
 
     @staticmethod
-    def _payload(
-        entry: CronJob, serializer: Serializer, signing_key: bytes | str | None = None
-    ) -> bytes:
+    def _payload(entry: CronJob, serializer: Serializer) -> bytes:
         opts = entry.task.defaults
         data = serializer.dumps([list(entry.call.args), entry.call.kwargs])
         envelope = Envelope(
@@ -249,9 +249,7 @@ class CronRunner:
             opts.max_attempts,
             opts.result_ttl,
         )
-        payload = encode_envelope(envelope)
-        # signed like a producer's job: a worker with a key runs signed jobs only
-        return payload if signing_key is None else signing.sign(signing_key, payload)
+        return encode_envelope(envelope)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """``started()`` once each job has made its start-up decision (catch-up or skip)."""
@@ -294,8 +292,11 @@ class CronRunner:
         now = await self.clock.sync(self.scripts.redis)
         if entry.catch_up:
             keys = QueueKeys(entry.queue(self.default_queue))
-            raw = await self.scripts.redis.hget(keys.cron, entry.name)
-            if raw is not None:
+            try:
+                raw = await self.scripts.redis.hget(keys.cron, entry.name)
+            except ResponseError:  # not a hash: cron_fire sets it aside
+                raw = None
+            if raw is not None and raw.isdigit():  # garbage: cron_fire sets it aside
                 missed = entry.latest_at_or_before(now)
                 if missed > int(raw):
                     status, _ = await self._fire(entry, missed)
@@ -313,14 +314,11 @@ class CronRunner:
         return latest
 
     async def _fire(self, entry: CronJob, tick: int) -> tuple[str, int]:
-        status, ms = await self.scripts.cron_fire(
-            entry.queue(self.default_queue),
-            entry.name,
-            tick,
-            entry.job_id(tick),
-            self._payloads[entry.name],
-            entry.lock_wire(),
-        )
+        queue, job_id, lock = entry.queue(self.default_queue), entry.job_id(tick), entry.lock_wire()
+        payload = self._payloads[entry.name]
+        if self._signer is not None:  # signed like a producer's: a signing worker runs no other
+            payload = self._signer.sign(payload, queue=queue, job_id=job_id, lock=lock)
+        status, ms = await self.scripts.cron_fire(queue, entry.name, tick, job_id, payload, lock)
         if status == "early":
             return status, ms
         self.clock.set(ms)

@@ -28,6 +28,7 @@ from aioqueue.errors import (
     QueueFull,
     RedisUnavailable,
 )
+from aioqueue.garbage import log_set_aside
 from aioqueue.keys import queue_prefix
 from aioqueue.lane import Lane, closed_transport
 
@@ -53,7 +54,7 @@ def _refusal(name: str, exc: ResponseError) -> AioqueueError:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """One delivery handed to a worker by ``claim``."""
+    """One delivery handed to a worker by ``claim``. lock: the job's lock field (b'': none)."""
 
     queue: str
     id: str
@@ -61,6 +62,24 @@ class Claimed:
     attempt: int
     lost: int
     payload: bytes | None
+    lock: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimReply:
+    """What one ``claim`` call did.
+
+    wait_ms: how long an idle worker may block (-1: nothing pending); promoted,
+    reaped: due jobs and expired leases it moved to the ready list (each at most
+    the call's promote limit); set_aside: lines '<key>\\0<reason>' of things set
+    aside since the last claim that took them (logged by ``claim``).
+    """
+
+    wait_ms: float
+    jobs: list[Claimed]
+    promoted: int
+    reaped: int
+    set_aside: list[bytes]
 
 
 class Scripts:
@@ -199,13 +218,20 @@ class Scripts:
 
     async def claim(
         self, queue: str, n: int, worker: str, lease_ms: int, promote_limit: int = PROMOTE_LIMIT
-    ) -> tuple[float, list[Claimed]]:
+    ) -> ClaimReply:
         """Up to n deliveries, and the ms an idle worker may wait (-1: nothing pending).
 
         The wait has microsecond precision: a worker waiting for a due time
-        must not add up to a millisecond of rounding to it.
+        must not add up to a millisecond of rounding to it. What the call set
+        aside (and earlier calls of any Function did) is logged here.
         """
         out = await self._call("claim", queue, n, worker, lease_ms, promote_limit)
+        wait_us, promoted, reaped, news = int(out[0]), int(out[1]), int(out[2]), int(out[3])
+        first = 4 + news
+        lines = list(out[4:first])
+        if lines:
+            log_set_aside(queue, lines)
+        # ids are checked by the Function: valid UTF-8, no spaces or NUL
         jobs = [
             Claimed(
                 queue,
@@ -214,18 +240,20 @@ class Scripts:
                 int(out[i + 2]),
                 int(out[i + 3]),
                 out[i + 4],
+                out[i + 5],
             )
-            for i in range(1, len(out), 5)
+            for i in range(first, len(out), 6)
         ]
-        wait_us = int(out[0])
-        return (wait_us / 1000 if wait_us >= 0 else -1.0), jobs
+        wait_ms = wait_us / 1000 if wait_us >= 0 else -1.0
+        return ClaimReply(wait_ms, jobs, promoted, reaped, lines)
 
     async def finish(
         self, queue: str, items: list[tuple[str, str, str, bytes, int, int]]
     ) -> list[int]:
         """items: (id, token, outcome, blob, ttl_ms, delay_ms).
 
-        Returns 1 per item, or 0 where the token no longer owns the job (stale).
+        Returns 1 per item, 0 where the token no longer owns the job (stale), 2
+        where the job no longer parsed and was set aside instead.
         """
         flat: list[Any] = []
         for item in items:

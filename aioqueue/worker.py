@@ -40,12 +40,15 @@ from anyio.abc import TaskStatus
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
+from aioqueue import signing
 from aioqueue.cluster import ClusterClient, ClusterWaker, any_node_pubsub
 from aioqueue.connection import DEFAULT_URL, UNAVAILABLE, RedisClient, connect_any, redact
 from aioqueue.cron import CronJob
 from aioqueue.errors import ConfigurationError
 from aioqueue.executor import RELEASE, Defaults, Executor, Outcome, Running
+from aioqueue.garbage import abort_target
 from aioqueue.handoff import Handoff
 from aioqueue.keys import QueueKeys, check_queue_name
 from aioqueue.scheduler import CronRunner, WakeWaiter
@@ -79,8 +82,9 @@ class Worker:
     heartbeat before another worker may take it. grace: seconds running jobs get
     to finish when the worker stops. max_result_size: largest encoded result in
     bytes (a larger one fails the job). signing_key: run only jobs signed with
-    it (see ``aioqueue.signing``); others are set aside. cron: recurring jobs
-    (``aioqueue.cron.cron`` / ``every``); their tasks are registered here too.
+    it, or with any key of a list (see ``aioqueue.signing``); others are set
+    aside. cron: recurring jobs (``aioqueue.cron.cron`` / ``every``); their
+    tasks are registered here too.
     """
 
     def __init__(
@@ -103,7 +107,7 @@ class Worker:
         max_jobs: int | None = None,
         prefetch: int | None = None,
         max_result_size: int | None = 1 << 20,
-        signing_key: bytes | str | None = None,
+        signing_key: signing.SigningKeys | None = None,
         name: str | None = None,
         burst: bool = False,
         cron: Iterable[CronJob] = (),
@@ -126,6 +130,8 @@ class Worker:
         self.on_shutdown = list(on_shutdown)
         self.max_jobs = max_jobs
         self.max_result_size = max_result_size
+        if signing_key is not None:
+            signing.Signer(signing_key)  # a bad key is a ConfigurationError here, not at run
         self.signing_key = signing_key
         self.burst = burst
         self.tasks: dict[str, Task[Any, Any]] = {}
@@ -136,6 +142,7 @@ class Worker:
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.state: dict[str, Any] = {}
         self.jobs_done = 0
+        self.redis_errors = 0  # error replies from Redis the loops logged and backed off from
         self._running: dict[tuple[str, str], Running] = {}
         self._outcomes: list[tuple[Running, Outcome]] = []
         self._stop_calls = 0
@@ -387,8 +394,8 @@ class Worker:
                 # dropped by a cancel would leave jobs held until their lease ends
                 with anyio.CancelScope(shield=True):
                     wait_ms, claimed = await self._claim(want)
-            except UNAVAILABLE as exc:
-                log.warning("worker.redis_unavailable", error=str(exc), retry_in=backoff)
+            except (*UNAVAILABLE, ResponseError) as exc:
+                self._loop_failed("claim", exc, backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
@@ -418,8 +425,9 @@ class Worker:
         wait = -1.0
         lease_ms = int(self.lease * 1000)
         for queue in self.queues:
-            wait_ms, got = await self.scripts.claim(queue, want - len(claimed), self.id, lease_ms)
-            claimed.extend(got)
+            reply = await self.scripts.claim(queue, want - len(claimed), self.id, lease_ms)
+            claimed.extend(reply.jobs)
+            wait_ms = reply.wait_ms
             if wait_ms >= 0 and (wait < 0 or wait_ms < wait):
                 wait = wait_ms
             if len(claimed) >= want:
@@ -437,8 +445,8 @@ class Worker:
                 await self._waker.wait(keys, wait_ms)
         except TimeoutError:
             log.warning("worker.redis_stalled", waited=timeout + 10)
-        except UNAVAILABLE as exc:
-            log.warning("worker.redis_unavailable", error=str(exc))
+        except (*UNAVAILABLE, ResponseError) as exc:  # a planted wake key: the next claim moves it
+            self._loop_failed("wait", exc, 1.0)
             await anyio.sleep(1.0)
 
     async def _burst_wait(self, wait_ms: float) -> None:
@@ -547,14 +555,9 @@ class Worker:
             try:
                 await self._write(batch)
                 backoff = 0.05
-            except UNAVAILABLE as exc:
+            except (*UNAVAILABLE, ResponseError) as exc:
                 self._outcomes[:0] = batch
-                log.warning(
-                    "worker.redis_unavailable",
-                    error=str(exc),
-                    retry_in=backoff,
-                    pending=len(self._outcomes),
-                )
+                self._loop_failed("finish", exc, backoff, pending=len(self._outcomes))
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -586,6 +589,8 @@ class Worker:
                 await self._heartbeat()
             except UNAVAILABLE as exc:
                 log.warning("worker.heartbeat_failed", error=str(exc))
+            except ResponseError as exc:
+                self._loop_failed("heartbeat", exc, self.heartbeat_interval)
             await anyio.sleep(self.heartbeat_interval)
 
     async def _heartbeat(self) -> None:
@@ -622,16 +627,39 @@ class Worker:
                     await pubsub.subscribe(*channels)
                     backoff = 0.1
                     async for msg in pubsub.listen():
-                        if msg["type"] != "message":
-                            continue
-                        queue = channels[msg["channel"].decode()]
-                        running = self._running.get((queue, msg["data"].decode()))
-                        if running is not None:
-                            running.stop("abort")
+                        if msg["type"] == "message":
+                            self._on_abort(channels, msg["channel"], msg["data"])
             except UNAVAILABLE as exc:
                 log.warning("worker.abort_listener_disconnected", error=str(exc), retry_in=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+            except ResponseError as exc:
+                self._loop_failed("aborts", exc, backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _on_abort(self, channels: dict[str, str], channel: object, data: object) -> None:
+        target = abort_target(channels, channel, data)  # None: not a job id (logged)
+        running = self._running.get(target) if target is not None else None
+        if running is not None:
+            running.stop("abort")
+
+    def _loop_failed(self, loop: str, exc: Exception, retry_in: float, **fields: Any) -> None:
+        """A failed call in a loop: logged, error replies counted; the loop backs off."""
+        if isinstance(exc, UNAVAILABLE):
+            log.warning(
+                "worker.redis_unavailable", loop=loop, error=str(exc), retry_in=retry_in, **fields
+            )
+            return
+        self.redis_errors += 1
+        log.error(
+            "worker.redis_error",
+            loop=loop,
+            error=str(exc),
+            retry_in=retry_in,
+            count=self.redis_errors,
+            **fields,
+        )
 
     def _abort_pubsub(self) -> contextlib.AbstractAsyncContextManager[PubSub]:
         if isinstance(self._sub_redis, ClusterClient):

@@ -17,6 +17,7 @@ from aioqueue import (
     task_ref,
 )
 from aioqueue.errors import ConfigurationError
+from aioqueue.garbage import read_garbage
 from aioqueue.keys import QueueKeys
 from tests import tasks
 from tests.conftest import running
@@ -91,17 +92,17 @@ async def test_malformed_payload_is_moved_aside_with_its_raw_bytes(
     await queue.redis.lpush(keys.ready, "ghost")  # an id with no job at all
     async with running(worker_for(redis_url, queue_name)):
         assert await (await queue.enqueue(tasks.add, 1, 2)).result(timeout=5) == 3
-        aside = await queue.redis.zrange(keys.garbage, 0, -1)
-        while not aside:  # the quarantine is flushed with the worker's next batch
-            await anyio.sleep(0.01)
-            aside = await queue.redis.zrange(keys.garbage, 0, -1)
-    assert len(aside) == 1
-    kept = await queue.redis.hgetall(aside[0])
+        with anyio.fail_after(10):
+            while len(aside := await read_garbage(queue.redis, queue_name)) < 2:
+                await anyio.sleep(0.01)  # the quarantine is flushed with the worker's next batch
+    by_reason = {a.reason.split(":")[0]: a.key for a in aside}
+    assert sorted(by_reason) == ["ready entry names no job", "unreadable payload"]
+    kept = await queue.redis.hgetall(by_reason["unreadable payload"])
     assert kept[b"d"] == garbage
-    assert b"unreadable payload" in kept[b"reason"]
+    assert await queue.redis.get(by_reason["ready entry names no job"]) == b"ghost"
     assert not await queue.redis.exists(keys.job("junk"))
     stats = await queue.redis.hgetall(keys.stats)
-    assert stats[b"orphans"] == b"1"
+    assert stats[b"quarantined"] == b"2"
 
 
 async def test_wrong_type_queue_key_is_moved_aside(

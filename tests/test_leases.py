@@ -19,9 +19,9 @@ async def test_a_stale_delivery_can_not_complete_a_redelivered_job(
 ) -> None:
     scripts = queue.scripts
     job = await queue.enqueue(tasks.add, 1, 2)
-    _, (first,) = await scripts.claim(queue_name, 10, "worker-a", lease_ms=1)
+    (first,) = (await scripts.claim(queue_name, 10, "worker-a", lease_ms=1)).jobs
     await queue.redis.blpop(["never"], timeout=0.05)  # let the 1 ms lease lapse
-    _, (second,) = await scripts.claim(queue_name, 10, "worker-b", lease_ms=30_000)
+    (second,) = (await scripts.claim(queue_name, 10, "worker-b", lease_ms=30_000)).jobs
     assert second.id == first.id == job.id
     assert second.token != first.token
     assert (second.attempt, second.lost) == (2, 1)
@@ -70,7 +70,7 @@ async def test_lost_lease_stops_the_job_in_the_stale_worker(
         finally:
             await client.aclose()
         # someone else took the delivery (as a reaper would after an expired lease)
-        _, claimed = await queue.scripts.claim(queue_name, 1, "thief", 30_000)
+        claimed = (await queue.scripts.claim(queue_name, 1, "thief", 30_000)).jobs
         assert claimed == []  # it is active, not claimable...
         await queue.redis.hset(QueueKeys(queue_name).job(job.id), "k", "other-token")
         with anyio.fail_after(10):

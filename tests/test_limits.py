@@ -18,6 +18,7 @@ from aioqueue import (
     Worker,
 )
 from aioqueue.connection import redact
+from aioqueue.garbage import read_garbage
 from aioqueue.keys import QueueKeys
 from tests import tasks
 from tests.conftest import running
@@ -120,11 +121,10 @@ async def test_signed_jobs_run_and_forged_ones_are_set_aside(
             with anyio.fail_after(10):
                 while await trusted.redis.zcard(keys.garbage) < 2:
                     await anyio.sleep(0.01)  # set aside by the worker's next flush
-        aside = await trusted.redis.zrange(keys.garbage, 0, -1)
-        reasons = sorted([(await trusted.redis.hget(k, "reason")).decode() for k in aside])
+        reasons = sorted(a.reason for a in await read_garbage(trusted.redis, queue_name))
         assert reasons == [
             "job is not signed",
-            "job signature does not match the signing key",
+            "job signature does not match its queue, id, lock and payload under any signing key",
         ]
         assert not await trusted.redis.exists(keys.job(bad1.id), keys.job(bad2.id))
 

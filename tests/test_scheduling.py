@@ -187,7 +187,7 @@ async def test_lock_of_a_dead_worker_lapses_with_its_lease(
     keys = QueueKeys(queue_name)
     held = await queue.enqueue(st.waits_its_turn, key)
     # a worker that claims the job (taking its lock) and dies: it never finishes
-    _, claimed = await queue.scripts.claim(queue_name, 1, "ghost", 400)
+    claimed = (await queue.scripts.claim(queue_name, 1, "ghost", 400)).jobs
     assert [c.id for c in claimed] == [held.id]
     deadline = int(await queue.redis.zscore(keys.active, held.id))  # type: ignore[arg-type]
     waiting = await queue.enqueue(st.waits_its_turn, key)

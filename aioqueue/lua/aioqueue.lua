@@ -13,8 +13,13 @@ A job is a hash at `<prefix>j:<id>`:
   k  token of the current delivery (set by claim, checked by every change)
   w  worker holding the current delivery
   q / st / et / due  enqueued, started, ended, due times (ms, Redis clock)
-  r  result bytes, e  error bytes, ab  abort requested, wt  waiting clients
+  r  result bytes, e  error bytes, wt  waiting clients
+  ab abort requested: the ttl (ms) the aborted job's record gets
   u  lock the job must hold to run: mode ('w' wait | 'd' drop) then lock name
+
+Every key a Function touches is read and written through `kcall` or checked
+by `read_job` first: nothing stored in Redis can make a Function fail half way
+(see the garbage area below).
 
 Time is always Redis server time (TIME), never the caller's clock: due times of
 delayed jobs (`delay` is added to TIME here; `at` is an absolute instant),
@@ -39,28 +44,76 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Moves a key that holds the wrong type aside (raw value kept) instead of
--- letting every call on the queue fail; returns true when it did.
-local function set_aside(prefix, key, reason)
-  local dest = prefix .. 'garbage:' .. string.sub(key, #prefix + 1) .. ':' .. now_ms()
-  redis.call('RENAME', key, dest)
-  redis.call('ZADD', prefix .. 'garbage', now_ms(), dest)
-  redis.call('HINCRBY', prefix .. 'stats', 'quarantined', 1)
-  redis.log(redis.LOG_WARNING, 'aioqueue: moved ' .. key .. ' to ' .. dest .. ': ' .. reason)
+--[[ The garbage area. Redis does not roll a Function back when it errors half
+way, so nothing a Function reads may make it error: a key of the wrong type,
+a job field that does not parse, a list entry that names no job. Each is moved
+(or copied) under `<prefix>garbage:<what>:<ms>` with its raw bytes, never
+deleted; `<prefix>garbage` (zset: name -> ms) lists them, `<prefix>garbage:why`
+(hash: name -> reason) says why, and `<prefix>garbage:new` holds a line per
+set-aside for the next claim to hand to its worker, which logs it. ]]
+local NEWS_MAX = 1000 -- unread set-aside lines kept (the set-asides themselves all are)
+local kcall -- forward: set-asides write through it, and it sets keys aside
+
+-- A name in the garbage area no earlier set-aside took.
+local function aside_name(prefix, what, now)
+  local base = prefix .. 'garbage:' .. what .. ':' .. now
+  local dest, n = base, 0
+  while redis.call('EXISTS', dest) == 1 do
+    n = n + 1
+    dest = base .. '.' .. n
+  end
+  return dest
 end
 
-local EXPECTED = {ready = 'list', sched = 'zset', active = 'zset', wake = 'list', stats = 'hash'}
--- enqueue touches only these: two TYPE calls fewer on the hottest producer path
-local ENQUEUE_KEYS = {ready = 'list', sched = 'zset', wake = 'list'}
+local function record(prefix, dest, reason, now)
+  kcall(prefix, 'ZADD', prefix .. 'garbage', now, dest)
+  kcall(prefix, 'HSET', prefix .. 'garbage:why', dest, reason)
+  local news = prefix .. 'garbage:new'
+  kcall(prefix, 'RPUSH', news, dest .. '\0' .. reason)
+  kcall(prefix, 'LTRIM', news, -NEWS_MAX, -1)
+  kcall(prefix, 'HINCRBY', prefix .. 'stats', 'quarantined', 1)
+  redis.log(redis.LOG_WARNING, 'aioqueue: set aside ' .. dest .. ': ' .. reason)
+end
 
--- Checked before any write, because a script that fails half way keeps its
--- earlier writes: an id popped and then an error would be a lost job.
-local function guard(prefix, expected)
-  for name, want in pairs(expected or EXPECTED) do
-    local key = prefix .. name
-    local kind = redis.call('TYPE', key)['ok']
-    if kind ~= 'none' and kind ~= want then set_aside(prefix, key, 'expected a ' .. want) end
+-- Moves a key aside whole (its type, value and fields kept, its expiry dropped).
+local function set_aside(prefix, key, reason)
+  local now = now_ms()
+  local dest = aside_name(prefix, string.sub(key, #prefix + 1), now)
+  redis.call('RENAME', key, dest)
+  redis.call('PERSIST', dest)
+  record(prefix, dest, reason, now)
+end
+
+-- Keeps `raw`, an entry of the list or sorted set `source` that is no job, as a string.
+local function stray(prefix, source, raw, reason)
+  local now = now_ms()
+  local dest = aside_name(prefix, source, now)
+  redis.call('SET', dest, raw)
+  record(prefix, dest, reason, now)
+end
+
+-- Errors that the value stored at the key caused (not our arguments).
+local function content_error(err)
+  return string.find(err, '^WRONGTYPE') or string.find(err, 'not an integer', 1, true)
+    or string.find(err, 'would overflow', 1, true)
+end
+
+local function refused(prefix, key, cmd, reply)
+  if not content_error(reply.err) then error(reply) end
+  local kind = redis.call('TYPE', key)['ok']
+  set_aside(prefix, key, cmd .. ' refused this ' .. kind .. ': ' .. reply.err)
+end
+
+-- A command on one key of the queue. When the key holds something the command
+-- cannot work on (a planted string where a list belongs, a counter that is not
+-- a number), the key is set aside and the command runs on a fresh key.
+kcall = function(prefix, cmd, key, ...)
+  local reply = redis.pcall(cmd, key, ...)
+  if type(reply) == 'table' and reply.err then
+    refused(prefix, key, cmd, reply)
+    reply = redis.call(cmd, key, ...)
   end
+  return reply
 end
 
 -- Reads job fields; a job key of the wrong type is set aside and reads as missing.
@@ -73,17 +126,106 @@ local function job_fields(prefix, jkey, ...)
   return got
 end
 
+local STATUSES = {
+  queued = true, scheduled = true, active = true, complete = true, failed = true, aborted = true,
+}
+-- at most 12 characters: the Lua number a count becomes prints back exactly
+local function is_int(v) return #v <= 12 and string.find(v, '^%-?%d+$') ~= nil end
+-- what each job field must look like, for the fields code does arithmetic or lookups on
+local CHECKS = {
+  s = function(v) return STATUSES[v] end,
+  a = is_int,
+  l = is_int,
+  ab = is_int,
+  u = function(v) return string.find(v, '^[wd].') ~= nil end,
+}
+
+-- The fields `names` (the first is always 's') of job `jkey`, checked before
+-- anything is written: nil, 'missing' when there is no job; nil, 'aside' when
+-- the job does not parse (a wrong type, no status, a field in CHECKS that does
+-- not parse), which is then set aside whole.
+local function read_job(prefix, jkey, names)
+  local f = redis.pcall('HMGET', jkey, unpack(names))
+  if f['err'] then
+    local kind = redis.call('TYPE', jkey)['ok']
+    set_aside(prefix, jkey, 'a ' .. kind .. ' where a job hash belongs')
+    return nil, 'aside'
+  end
+  if not f[1] then
+    if redis.call('EXISTS', jkey) == 0 then return nil, 'missing' end
+    set_aside(prefix, jkey, 'job hash without a status')
+    return nil, 'aside'
+  end
+  for i, name in ipairs(names) do
+    local check = CHECKS[name]
+    if f[i] and check and not check(f[i]) then
+      set_aside(prefix, jkey, 'job field ' .. name .. ' does not parse')
+      return nil, 'aside'
+    end
+  end
+  return f
+end
+
+-- Strict UTF-8 (what the worker decodes ids with), for ids with non-ASCII bytes.
+local function utf8_ok(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local len = 1
+    if c >= 0xF0 and c <= 0xF4 then len = 4
+    elseif c >= 0xE0 and c <= 0xEF then len = 3
+    elseif c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0x80 then return false end
+    if i + len - 1 > n then return false end
+    for j = i + 1, i + len - 1 do
+      local b = string.byte(s, j)
+      if b < 0x80 or b > 0xBF then return false end
+    end
+    local b = string.byte(s, i + 1)
+    if (c == 0xE0 and b < 0xA0) or (c == 0xED and b > 0x9F)
+        or (c == 0xF0 and b < 0x90) or (c == 0xF4 and b > 0x8F) then
+      return false -- overlong, surrogate, past U+10FFFF
+    end
+    i = i + len
+  end
+  return true
+end
+
+local function valid_id(id)
+  if #id == 0 or #id > 800 or string.find(id, '[%s%z]') then return false end
+  return not string.find(id, '[\128-\255]') or utf8_ok(id)
+end
+
+-- The job an entry of list or sorted set `source` names, read like read_job;
+-- an entry that is not a job id, or names no job, is kept in the garbage area.
+local function entry_job(prefix, source, id, names)
+  if not valid_id(id) then
+    stray(prefix, source, id, source .. ' entry is not a job id')
+    return nil
+  end
+  local f, why = read_job(prefix, prefix .. 'j:' .. id, names)
+  if why == 'missing' then stray(prefix, source, id, source .. ' entry names no job') end
+  return f
+end
+
+-- A numeric argument; `default` for a missing, non-numeric or non-finite one.
+local function num_arg(v, default)
+  local n = tonumber(v)
+  if not n or n ~= n or n == math.huge or n == -math.huge then return default end
+  return n
+end
+
 -- Runs a variadic command over a long list in chunks (Lua's stack is bounded).
-local function bulk(cmd, key, items)
+local function bulk(prefix, cmd, key, items)
   for i = 1, #items, 2000 do
-    redis.call(cmd, key, unpack(items, i, math.min(i + 1999, #items)))
+    kcall(prefix, cmd, key, unpack(items, i, math.min(i + 1999, #items)))
   end
 end
 
 -- One element in the wake list means "there may be work": idle workers block on it.
 local function signal(prefix)
   local wake = prefix .. 'wake'
-  if redis.call('LLEN', wake) == 0 then
+  if kcall(prefix, 'LLEN', wake) == 0 then
     redis.call('RPUSH', wake, '1')
   end
 end
@@ -108,8 +250,8 @@ end
 
 local function schedule(prefix, id, jkey, due)
   local sched = prefix .. 'sched'
-  local first = redis.call('ZRANGE', sched, 0, 0, 'WITHSCORES')
-  redis.call('ZADD', sched, due, id)
+  local first = kcall(prefix, 'ZRANGE', sched, 0, 0, 'WITHSCORES')
+  kcall(prefix, 'ZADD', sched, due, id)
   redis.call('HSET', jkey, 's', 'scheduled', 'due', due)
   -- An earlier due time than any known wakes an idle worker to shorten its wait.
   if first[2] == nil or due < tonumber(first[2]) then
@@ -117,43 +259,73 @@ local function schedule(prefix, id, jkey, due)
   end
 end
 
+-- A job record's expiry once it has ended: 0 is "not stored", < 0 "kept".
+local function expire_record(jkey, ttl)
+  if ttl == 0 then
+    redis.call('DEL', jkey)
+  elseif ttl > 0 then
+    redis.call('PEXPIRE', jkey, ttl)
+  end
+end
+
+-- Ends a job whose abort was asked for while it was active, at the point it
+-- would run again instead (its worker died, or its outcome was a retry or a
+-- hand-back): an aborted job never starts again. ab: the job's `ab` field, the
+-- record's ttl the abort asked for.
+local function abort_now(prefix, id, jkey, ab, now)
+  local blob = cmsgpack.pack({'aioqueue.errors.JobAborted', 'aborted while it was not running'})
+  local waiters = redis.call('HGET', jkey, 'wt')
+  redis.call('HSET', jkey, 's', 'aborted', 'e', blob, 'et', now)
+  redis.call('HDEL', jkey, 'ab', 'wt')
+  kcall(prefix, 'HINCRBY', prefix .. 'stats', 'aborted', 1)
+  notify(prefix, id, jkey, 'aborted', blob, waiters)
+  expire_record(jkey, tonumber(ab))
+end
+
 -- Move due scheduled jobs and expired leases to the front of the ready list,
 -- a bounded number per call so that a huge backlog never blocks Redis.
+-- Returns how many due jobs and how many expired leases it moved.
 local function promote_and_reap(prefix, now, limit)
   -- removals and pushes go in one call each: per id only the job hash is touched
   local ready = prefix .. 'ready'
   local moved = {}
   local sched = prefix .. 'sched'
-  local due = redis.call('ZRANGE', sched, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  local promoted, reaped = 0, 0
+  local due = kcall(prefix, 'ZRANGE', sched, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
   if #due > 0 then
-    bulk('ZREM', sched, due)
+    bulk(prefix, 'ZREM', sched, due)
     for _, id in ipairs(due) do
-      local jkey = prefix .. 'j:' .. id
-      if job_fields(prefix, jkey, 's')[1] == 'scheduled' then
-        redis.call('HSET', jkey, 's', 'queued')
+      local f = entry_job(prefix, 'sched', id, {'s'})
+      if f and f[1] == 'scheduled' then
+        redis.call('HSET', prefix .. 'j:' .. id, 's', 'queued')
         moved[#moved + 1] = id
+        promoted = promoted + 1
       end
     end
   end
   local active = prefix .. 'active'
-  local expired = redis.call('ZRANGE', active, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  local expired = kcall(prefix, 'ZRANGE', active, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
   if #expired > 0 then
-    bulk('ZREM', active, expired)
-    local reaped = 0
+    bulk(prefix, 'ZREM', active, expired)
     for _, id in ipairs(expired) do
       local jkey = prefix .. 'j:' .. id
-      if job_fields(prefix, jkey, 's')[1] == 'active' then
-        redis.call('HSET', jkey, 's', 'queued')
-        redis.call('HDEL', jkey, 'k', 'w')
-        redis.call('HINCRBY', jkey, 'l', 1)
-        moved[#moved + 1] = id
+      local f = entry_job(prefix, 'active', id, {'s', 'l', 'ab'})
+      if f and f[1] == 'active' then
+        if f[3] then
+          abort_now(prefix, id, jkey, f[3], now)
+        else
+          redis.call('HSET', jkey, 's', 'queued')
+          redis.call('HDEL', jkey, 'k', 'w')
+          redis.call('HINCRBY', jkey, 'l', 1)
+          moved[#moved + 1] = id
+        end
         reaped = reaped + 1
       end
     end
-    if reaped > 0 then redis.call('HINCRBY', prefix .. 'stats', 'reaped', reaped) end
+    if reaped > 0 then kcall(prefix, 'HINCRBY', prefix .. 'stats', 'reaped', reaped) end
   end
-  if #moved > 0 then bulk('RPUSH', ready, moved) end
-  return #moved
+  if #moved > 0 then bulk(prefix, 'RPUSH', ready, moved) end
+  return promoted, reaped
 end
 
 -- Microseconds until the next scheduled job or lease deadline, -1 when none.
@@ -163,7 +335,7 @@ local function next_event(prefix)
   local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local best = -1
   for _, name in ipairs({'sched', 'active'}) do
-    local first = redis.call('ZRANGE', prefix .. name, 0, 0, 'WITHSCORES')
+    local first = kcall(prefix, 'ZRANGE', prefix .. name, 0, 0, 'WITHSCORES')
     if first[2] ~= nil then
       local wait = math.max(0, tonumber(first[2]) * 1000 - now_us)
       if best < 0 or wait < best then best = wait end
@@ -185,16 +357,21 @@ local function lock_live(prefix, value, now)
   if not hid then return false end
   local held = job_fields(prefix, prefix .. 'j:' .. hid, 's', 'k')
   if held[1] ~= 'active' or held[2] ~= htoken then return false end
-  local deadline = redis.call('ZSCORE', prefix .. 'active', hid)
+  local deadline = kcall(prefix, 'ZSCORE', prefix .. 'active', hid)
   -- no lease yet: claimed earlier in this same claim call (leases are added last)
   if deadline == false then return true, hid, nil end
   return tonumber(deadline) >= now, hid, tonumber(deadline)
 end
 
+-- The lock's value; one that is not '<id> <token>' is set aside (reads as free).
 local function lock_value(prefix, lkey)
   local got = redis.pcall('GET', lkey)
   if type(got) == 'table' and got['err'] then
     set_aside(prefix, lkey, got['err'])
+    return nil
+  end
+  if got and not string.find(got, '^%S+ %S+$') then
+    set_aside(prefix, lkey, 'lock value is not "<job id> <token>"')
     return nil
   end
   return got
@@ -209,21 +386,21 @@ local function take_lock(prefix, id, jkey, token, u, now, lease_end)
   local live, holder, deadline = lock_live(prefix, lock_value(prefix, lkey), now)
   if not live or holder == id then
     redis.call('SET', lkey, id .. ' ' .. token)
-    redis.call('ZREM', prefix .. 'lockq:' .. name, id)
+    kcall(prefix, 'ZREM', prefix .. 'lockq:' .. name, id)
     return true
   end
   if string.sub(u, 1, 1) == 'd' then
     local blob = cmsgpack.pack({'aioqueue.LockHeld', 'lock ' .. name .. ' held by job ' .. holder})
     local waiters = redis.call('HGET', jkey, 'wt')
     redis.call('HSET', jkey, 's', 'aborted', 'e', blob, 'et', now)
-    redis.call('HINCRBY', prefix .. 'stats', 'dropped', 1)
+    kcall(prefix, 'HINCRBY', prefix .. 'stats', 'dropped', 1)
     notify(prefix, id, jkey, 'aborted', blob, waiters)
     if waiters then redis.call('HDEL', jkey, 'wt') end
     redis.call('PEXPIRE', jkey, DROPPED_TTL_MS)
   else
     -- parked, not polled: finish wakes the oldest waiter; the due time is the
     -- safety net for a holder that dies (its lock lapses with its lease)
-    redis.call('ZADD', prefix .. 'lockq:' .. name, 'NX', now, id)
+    kcall(prefix, 'ZADD', prefix .. 'lockq:' .. name, 'NX', now, id)
     schedule(prefix, id, jkey, math.max(deadline or lease_end, now) + LOCK_RECHECK_MS)
   end
   return false
@@ -237,16 +414,22 @@ local function release_lock(prefix, id, token, u)
   redis.call('DEL', lkey)
   local lockq = prefix .. 'lockq:' .. name
   for _ = 1, 100 do
-    local first = redis.call('ZPOPMIN', lockq)
+    local first = kcall(prefix, 'ZPOPMIN', lockq)
     local wid = first[1]
     if not wid then return end
     local wkey = prefix .. 'j:' .. wid
-    local status = job_fields(prefix, wkey, 's')[1]
+    local status = nil
+    if valid_id(wid) then
+      status = job_fields(prefix, wkey, 's')[1]
+    else
+      stray(prefix, 'lockq:' .. name, wid, 'lock queue entry is not a job id')
+    end
+    -- a waiter aborted, or whose record expired since, is just passed over
     if status == 'queued' then return end -- already on its way to a worker
     if status == 'scheduled' then
-      redis.call('ZREM', prefix .. 'sched', wid)
+      kcall(prefix, 'ZREM', prefix .. 'sched', wid)
       redis.call('HSET', wkey, 's', 'queued')
-      redis.call('RPUSH', prefix .. 'ready', wid)
+      kcall(prefix, 'RPUSH', prefix .. 'ready', wid)
       signal(prefix)
       return
     end
@@ -260,10 +443,15 @@ With max_length > 0 the whole batch is refused (error QUEUEFULL) when the
 queued and scheduled jobs plus the batch would exceed it. ]]
 local function enqueue(keys, args)
   local prefix = keys[1]
-  guard(prefix, ENQUEUE_KEYS)
   local max_length = tonumber(args[1])
+  for i = 2, #args, 5 do
+    if not (num_arg(args[i + 2], nil) and num_arg(args[i + 3], nil) and args[i + 4]) then
+      return redis.error_reply('ERR enqueue: malformed job ' .. tostring(args[i]))
+    end
+  end
+  if not max_length then return redis.error_reply('ERR enqueue: malformed max_length') end
   if max_length > 0 then
-    local held = redis.call('LLEN', prefix .. 'ready') + redis.call('ZCARD', prefix .. 'sched')
+    local held = kcall(prefix, 'LLEN', prefix .. 'ready') + kcall(prefix, 'ZCARD', prefix .. 'sched')
     if held + (#args - 1) / 5 > max_length then
       return redis.error_reply("QUEUEFULL queue '" .. string.sub(prefix, 5, -3) .. "' holds "
         .. held .. ' jobs; its limit is ' .. max_length)
@@ -276,12 +464,21 @@ local function enqueue(keys, args)
     local id, payload = args[i], args[i + 1]
     local delay, at = tonumber(args[i + 2]), tonumber(args[i + 3])
     local jkey = prefix .. 'j:' .. id
-    local existing = job_fields(prefix, jkey, 's')[1]
+    -- one TYPE answers "is the id free" for a new job, the hottest case
+    local existing = nil
+    local kind = redis.call('TYPE', jkey)['ok']
+    if kind == 'hash' then
+      local f = read_job(prefix, jkey, {'s'}) -- a hash that is no job is set aside
+      existing = f and f[1]
+    elseif kind ~= 'none' then
+      set_aside(prefix, jkey, 'a ' .. kind .. ' where a job hash belongs')
+    end
     if existing then
       out[#out + 1] = existing
     else
       local due = 0
       if at > 0 then due = at elseif delay > 0 then due = now + delay end
+      local lock = args[i + 4]
       if due > now then
         redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now)
         schedule(prefix, id, jkey, due)
@@ -289,69 +486,105 @@ local function enqueue(keys, args)
         redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', 'queued')
         pushed[#pushed + 1] = id
       end
-      if args[i + 4] ~= '' then redis.call('HSET', jkey, 'u', args[i + 4]) end
+      if lock ~= '' then redis.call('HSET', jkey, 'u', lock) end
       out[#out + 1] = 'new'
     end
   end
   if #pushed > 0 then
-    bulk('LPUSH', prefix .. 'ready', pushed)
+    bulk(prefix, 'LPUSH', prefix .. 'ready', pushed)
     signal(prefix)
   end
   return out
 end
 
+-- The next delivery token counter. One that is not a counter is set aside and
+-- the new one starts at the Redis time in ms, past any token the old one gave.
+local function next_seq(prefix, now)
+  local key = prefix .. 'seq'
+  local seq = redis.pcall('INCR', key)
+  if type(seq) == 'table' then
+    refused(prefix, key, 'INCR', seq)
+    seq = redis.call('INCRBY', key, now)
+  end
+  return seq
+end
+
+-- Job fields claim reads, checked (read_job) before it changes anything.
+local CLAIM_FIELDS = {'s', 'a', 'l', 'd', 'u', 'ab'}
+
 --[[ claim(prefix; n, worker, lease_ms, promote_limit)
-Returns {wait_us, id1, token1, attempt1, lost1, payload1, ...}; lost counts
-deliveries of the job whose worker died. wait_us is how long (in microseconds) an
-idle worker may block before something (a due job, an expired lease) needs it. ]]
+Returns {wait_us, promoted, reaped, k, <k set-aside lines>,
+id1, token1, attempt1, lost1, payload1, lock1, ...}. wait_us is how long (in
+microseconds) an idle worker may block before something (a due job, an expired
+lease) needs it; promoted and reaped count the due jobs and expired leases this
+call moved to the ready list (each at most promote_limit); a set-aside line is
+'<garbage key>\0<reason>' for the worker to log, of this or any earlier call.
+lost counts deliveries of the job whose worker died; lock is its `u` field or ''.
+An entry of the ready list that names no job, and a job that does not parse,
+are set aside; the rest of the batch is claimed as usual. ]]
 local function claim(keys, args)
   local prefix = keys[1]
   local n, worker, lease = tonumber(args[1]), args[2], tonumber(args[3])
-  guard(prefix)
+  local limit = tonumber(args[4])
+  if not (n and lease and limit) then return redis.error_reply('ERR claim: malformed arguments') end
   local now = now_ms()
-  promote_and_reap(prefix, now, tonumber(args[4]))
+  local promoted, reaped = promote_and_reap(prefix, now, limit)
   local ready = prefix .. 'ready'
-  local out = {0}
-  local ids = redis.call('RPOP', ready, n)
+  local jobs = {}
+  local ids = false
+  if n > 0 then ids = kcall(prefix, 'RPOP', ready, n) end
   if ids then
-    local seq = redis.call('INCR', prefix .. 'seq')
+    local seq = next_seq(prefix, now)
     local leases = {}
     local deadline = now + lease
     for i, id in ipairs(ids) do
       local jkey = prefix .. 'j:' .. id
-      local f = job_fields(prefix, jkey, 's', 'a', 'l', 'd', 'u')
-      local status = f[1]
+      local f = entry_job(prefix, 'ready', id, CLAIM_FIELDS)
+      local status = f and f[1]
       local token = seq .. '.' .. i
-      if status == 'queued' and f[5]
-          and not take_lock(prefix, id, jkey, token, f[5], now, deadline) then
-        status = 'locked' -- dropped or parked by take_lock
+      if status == 'queued' then
+        if not f[4] then
+          set_aside(prefix, jkey, 'queued job without a payload')
+          status = 'aside'
+        elseif f[6] then
+          abort_now(prefix, id, jkey, f[6], now)
+          status = 'aborted'
+        elseif f[5] and not take_lock(prefix, id, jkey, token, f[5], now, deadline) then
+          status = 'locked' -- dropped or parked by take_lock
+        end
+      elseif status == 'aborted' and f[6] then
+        -- aborted while queued: its record's expiry starts now that its entry is gone
+        redis.call('HDEL', jkey, 'ab')
+        expire_record(jkey, tonumber(f[6]))
+      elseif status == 'aborted' and not f[4] then
+        redis.call('DEL', jkey) -- the tombstone of a job aborted with result_ttl=0
       end
       if status == 'queued' then
         local attempt = tonumber(f[2] or 0) + 1
         redis.call('HSET', jkey, 's', 'active', 'k', token, 'w', worker, 'st', now, 'a', attempt)
         leases[#leases + 1] = deadline
         leases[#leases + 1] = id
-        out[#out + 1] = id
-        out[#out + 1] = token
-        out[#out + 1] = attempt
-        out[#out + 1] = tonumber(f[3] or 0)
-        out[#out + 1] = f[4]
-      elseif not status then
-        -- an id without its job (deleted by hand, or garbage): note it and drop it
-        redis.call('HINCRBY', prefix .. 'stats', 'orphans', 1)
-      elseif status == 'aborted' and not f[4] then
-        redis.call('DEL', jkey) -- the tombstone of a job aborted with result_ttl=0
+        jobs[#jobs + 1] = id
+        jobs[#jobs + 1] = token
+        jobs[#jobs + 1] = attempt
+        jobs[#jobs + 1] = tonumber(f[3] or 0)
+        jobs[#jobs + 1] = f[4]
+        jobs[#jobs + 1] = f[5] or ''
       end
-      -- other statuses (aborted while queued) are dropped lazily here
+      -- other statuses (an entry left behind) are passed over
     end
-    if #leases > 0 then bulk('ZADD', prefix .. 'active', leases) end
+    if #leases > 0 then bulk(prefix, 'ZADD', prefix .. 'active', leases) end
   end
-  if redis.call('LLEN', ready) > 0 then
+  if kcall(prefix, 'LLEN', ready) > 0 then
     signal(prefix)
   else
-    redis.call('DEL', prefix .. 'wake')
+    kcall(prefix, 'LTRIM', prefix .. 'wake', 1, 0) -- empties it; a planted value is set aside
   end
-  out[1] = next_event(prefix)
+  local out = {next_event(prefix), promoted, reaped, 0}
+  local news = kcall(prefix, 'LPOP', prefix .. 'garbage:new', 100) or {}
+  out[4] = #news
+  for _, line in ipairs(news) do out[#out + 1] = line end
+  for _, v in ipairs(jobs) do out[#out + 1] = v end
   return out
 end
 
@@ -361,16 +594,27 @@ local TPUT_BUCKET_MS = 10000
 local function count_finished(prefix, now, n)
   if n > 0 then
     local key = prefix .. 'tput:' .. math.floor(now / TPUT_BUCKET_MS)
-    redis.call('INCRBY', key, n)
+    kcall(prefix, 'INCRBY', key, n)
     redis.call('EXPIRE', key, 120)
   end
 end
 
+local OUTCOMES = {complete = true, failed = true, retry = true, release = true, aborted = true}
+local FINISH_FIELDS = {'s', 'k', 'wt', 'u', 'a', 'ab'}
+
 --[[ finish(prefix; [id, token, outcome, blob, ttl_ms, delay_ms] ...)
 outcome: complete | failed | retry | release | aborted.
-Returns per item 1, or 0 when the token no longer owns the job (stale). ]]
+Returns per item 1; 0 when the token no longer owns the job (stale); 2 when
+the job no longer parses and was set aside. A retry or hand-back of a job whose
+abort was asked for ends it as aborted. ]]
 local function finish(keys, args)
   local prefix = keys[1]
+  for i = 1, #args, 6 do
+    if not (OUTCOMES[args[i + 2]] and args[i + 3] and num_arg(args[i + 4], nil)
+        and num_arg(args[i + 5], nil)) then
+      return redis.error_reply('ERR finish: malformed outcome for ' .. tostring(args[i]))
+    end
+  end
   local now = now_ms()
   local out = {}
   local counts = {}
@@ -378,31 +622,34 @@ local function finish(keys, args)
   local finished = 0
   for i = 1, #args, 6 do
     local id, token, outcome, blob = args[i], args[i + 1], args[i + 2], args[i + 3]
-    local ttl, delay = tonumber(args[i + 4]), tonumber(args[i + 5])
+    local ttl, delay = num_arg(args[i + 4]), num_arg(args[i + 5])
     local jkey = prefix .. 'j:' .. id
-    local held = job_fields(prefix, jkey, 's', 'k', 'wt', 'u')
-    if held[1] ~= 'active' or held[2] ~= token then
+    local held, why = read_job(prefix, jkey, FINISH_FIELDS)
+    if why == 'aside' then
+      done[#done + 1] = id
+      out[#out + 1] = 2
+    elseif not held or held[1] ~= 'active' or held[2] ~= token then
       counts['stale'] = (counts['stale'] or 0) + 1
       out[#out + 1] = 0
     else
       done[#done + 1] = id
       if held[4] then release_lock(prefix, id, token, held[4]) end
+      if held[6] and (outcome == 'release' or outcome == 'retry') then
+        abort_now(prefix, id, jkey, held[6], now)
       -- the token `k` may stay: it only counts while the status is active
-      if outcome == 'release' then
+      elseif outcome == 'release' then
         redis.call('HINCRBY', jkey, 'a', -1)
         redis.call('HSET', jkey, 's', 'queued')
-        redis.call('HDEL', jkey, 'ab')
-        redis.call('RPUSH', prefix .. 'ready', id)
+        kcall(prefix, 'RPUSH', prefix .. 'ready', id)
         signal(prefix)
       elseif outcome == 'retry' then
         redis.call('HSET', jkey, 'e', blob)
-        redis.call('HDEL', jkey, 'ab')
         counts['retried'] = (counts['retried'] or 0) + 1
         if delay > 0 then
           schedule(prefix, id, jkey, now + delay)
         else
           redis.call('HSET', jkey, 's', 'queued')
-          redis.call('LPUSH', prefix .. 'ready', id)
+          kcall(prefix, 'LPUSH', prefix .. 'ready', id)
           signal(prefix)
         end
       else
@@ -417,7 +664,7 @@ local function finish(keys, args)
           redis.call('HSET', jkey, 's', outcome, field, blob, 'et', now)
           if held[3] then redis.call('HDEL', jkey, 'wt') end
           if outcome == 'failed' then
-            redis.call('ZADD', prefix .. 'dead', now, id)
+            kcall(prefix, 'ZADD', prefix .. 'dead', now, id)
           elseif ttl > 0 then
             redis.call('PEXPIRE', jkey, ttl)
           end
@@ -426,9 +673,9 @@ local function finish(keys, args)
       out[#out + 1] = 1
     end
   end
-  if #done > 0 then bulk('ZREM', prefix .. 'active', done) end
+  if #done > 0 then bulk(prefix, 'ZREM', prefix .. 'active', done) end
   for name, n in pairs(counts) do
-    redis.call('HINCRBY', prefix .. 'stats', name, n)
+    kcall(prefix, 'HINCRBY', prefix .. 'stats', name, n)
   end
   count_finished(prefix, now, finished)
   return out
@@ -440,14 +687,17 @@ jobs it must stop: reason 'abort' (requested) or 'lost' (no longer its own). ]]
 local function heartbeat(keys, args)
   local prefix = keys[1]
   local worker, lease, info, ttl = args[1], tonumber(args[2]), args[3], tonumber(args[4])
+  if not (lease and ttl and info) then
+    return redis.error_reply('ERR heartbeat: malformed arguments')
+  end
   local now = now_ms()
-  local workers = prefix .. 'workers'
-  redis.call('ZADD', workers, now, worker)
-  redis.call('HSET', prefix .. 'winfo', worker, info)
-  local gone = redis.call('ZRANGE', workers, '-inf', now - ttl, 'BYSCORE', 'LIMIT', 0, 100)
-  for _, w in ipairs(gone) do
-    redis.call('ZREM', workers, w)
-    redis.call('HDEL', prefix .. 'winfo', w)
+  local workers, winfo = prefix .. 'workers', prefix .. 'winfo'
+  kcall(prefix, 'ZADD', workers, now, worker)
+  kcall(prefix, 'HSET', winfo, worker, info)
+  local gone = kcall(prefix, 'ZRANGE', workers, '-inf', now - ttl, 'BYSCORE', 'LIMIT', 0, 100)
+  if #gone > 0 then
+    kcall(prefix, 'ZREM', workers, unpack(gone))
+    kcall(prefix, 'HDEL', winfo, unpack(gone))
   end
   local stop = {}
   for i = 5, #args, 2 do
@@ -461,11 +711,12 @@ local function heartbeat(keys, args)
       stop[#stop + 1] = id
       stop[#stop + 1] = 'abort'
     else
-      redis.call('ZADD', prefix .. 'active', 'XX', now + lease, id)
+      kcall(prefix, 'ZADD', prefix .. 'active', 'XX', now + lease, id)
     end
   end
   -- jobs it made ready must wake an idle worker, not wait for its next look
-  if promote_and_reap(prefix, now, 100) > 0 then signal(prefix) end
+  local promoted, reaped = promote_and_reap(prefix, now, 100)
+  if promoted + reaped > 0 then signal(prefix) end
   return stop
 end
 
@@ -477,66 +728,81 @@ consumes the tick without a job because the lock (no_overlap) is still held. ]]
 local function cron_fire(keys, args)
   local prefix = keys[1]
   local name, tick, id, payload, lock = args[1], tonumber(args[2]), args[3], args[4], args[5]
-  guard(prefix)
+  if not (tick and payload and lock) then
+    return redis.error_reply('ERR cron_fire: malformed arguments')
+  end
   local now = now_ms()
   if now < tick then return {'early', tick - now} end
   local crons = prefix .. 'cron'
-  local last = redis.pcall('HGET', crons, name)
-  if type(last) == 'table' and last['err'] then
-    set_aside(prefix, crons, last['err'])
+  local last = kcall(prefix, 'HGET', crons, name)
+  if last and not string.find(last, '^%d+$') then
+    set_aside(prefix, crons, 'last tick of cron ' .. name .. ' is not a number')
     last = false
   end
-  if last and tonumber(last) and tonumber(last) >= tick then return {'dup', now} end
-  redis.call('HSET', crons, name, tick)
+  if last and tonumber(last) >= tick then return {'dup', now} end
+  kcall(prefix, 'HSET', crons, name, tick)
   if lock ~= '' then
     local lkey = prefix .. 'lock:' .. string.sub(lock, 2)
     if lock_live(prefix, lock_value(prefix, lkey), now) then
-      redis.call('HINCRBY', prefix .. 'stats', 'cron_overlap', 1)
+      kcall(prefix, 'HINCRBY', prefix .. 'stats', 'cron_overlap', 1)
       return {'overlap', now}
     end
   end
   local jkey = prefix .. 'j:' .. id
-  if job_fields(prefix, jkey, 's')[1] then return {'dup', now} end
+  local kind = redis.call('TYPE', jkey)['ok']
+  if kind == 'hash' then
+    if read_job(prefix, jkey, {'s'}) then return {'dup', now} end
+  elseif kind ~= 'none' then
+    set_aside(prefix, jkey, 'a ' .. kind .. ' where a job hash belongs')
+  end
   redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', 'queued')
   if lock ~= '' then redis.call('HSET', jkey, 'u', lock) end
-  redis.call('LPUSH', prefix .. 'ready', id)
+  kcall(prefix, 'LPUSH', prefix .. 'ready', id)
   signal(prefix)
   return {'fired', now}
 end
 
 --[[ deregister(prefix; worker) ]]
 local function deregister(keys, args)
-  redis.call('ZREM', keys[1] .. 'workers', args[1])
-  redis.call('HDEL', keys[1] .. 'winfo', args[1])
+  kcall(keys[1], 'ZREM', keys[1] .. 'workers', args[1])
+  kcall(keys[1], 'HDEL', keys[1] .. 'winfo', args[1])
   return 1
 end
 
 --[[ abort(prefix; id, ttl_ms)
 Returns the status before the abort: a queued or scheduled job is aborted at
 once (its record kept ttl_ms; 0: deleted; negative: kept), an active one is
-flagged and its workers told on the abort channel. ]]
+flagged and its workers told on the abort channel; the flag (`ab`, holding
+ttl_ms) also ends it should it come back without running (its worker died, or
+handed it back or retried it). A job aborted while queued keeps its record
+until a claim meets its entry in the ready list, and then for ttl_ms: its
+entry never names a missing job (with ttl_ms 0, only a payload-less tombstone
+stays until then). ]]
 local function abort(keys, args)
   local prefix, id, ttl = keys[1], args[1], tonumber(args[2])
+  if not ttl then return redis.error_reply('ERR abort: malformed ttl') end
   local jkey = prefix .. 'j:' .. id
-  local status = job_fields(prefix, jkey, 's')[1]
+  local f = read_job(prefix, jkey, {'s', 'wt'})
+  local status = f and f[1]
   if status == 'queued' or status == 'scheduled' then
-    redis.call('ZREM', prefix .. 'sched', id)
+    local waiters = f[2]
     redis.call('HSET', jkey, 's', 'aborted', 'et', now_ms())
-    redis.call('HINCRBY', prefix .. 'stats', 'aborted', 1)
-    local waiters = redis.call('HGET', jkey, 'wt')
+    kcall(prefix, 'HINCRBY', prefix .. 'stats', 'aborted', 1)
     notify(prefix, id, jkey, 'aborted', '', waiters)
     if waiters then redis.call('HDEL', jkey, 'wt') end
-    -- as for results: 0 keeps no record, a negative ttl keeps it until deleted
-    if ttl > 0 then
-      redis.call('PEXPIRE', jkey, ttl)
+    if status == 'scheduled' then
+      kcall(prefix, 'ZREM', prefix .. 'sched', id)
+      expire_record(jkey, ttl)
     elseif ttl == 0 then
+      -- as for results, 0 keeps no record; but the id is still in the ready list:
+      -- a bare tombstone stays for claim to delete with it, rather than an O(N) LREM
       redis.call('DEL', jkey)
-      -- a queued job's id is still in the ready list: a bare tombstone (no payload)
-      -- stays for claim to delete when it drops the id, rather than an O(N) LREM
-      if status == 'queued' then redis.call('HSET', jkey, 's', 'aborted') end
+      redis.call('HSET', jkey, 's', 'aborted')
+    else
+      redis.call('HSET', jkey, 'ab', ttl)
     end
   elseif status == 'active' then
-    redis.call('HSET', jkey, 'ab', 1)
+    redis.call('HSET', jkey, 'ab', ttl)
     redis.call('PUBLISH', prefix .. 'abort', id)
   end
   return status
@@ -567,39 +833,51 @@ local function quarantine(keys, args)
   local prefix, id, token, reason = keys[1], args[1], args[2], args[3]
   local jkey = prefix .. 'j:' .. id
   if token ~= '' and job_fields(prefix, jkey, 'k')[1] ~= token then return 0 end
-  redis.call('ZREM', prefix .. 'active', id)
-  if redis.call('EXISTS', jkey) == 1 then
-    redis.call('HSET', jkey, 'reason', reason)
-    set_aside(prefix, jkey, reason)
-  end
+  kcall(prefix, 'ZREM', prefix .. 'active', id)
+  if redis.call('EXISTS', jkey) == 1 then set_aside(prefix, jkey, reason) end
   return 1
 end
 
---[[ requeue(prefix; id ...) puts dead-lettered jobs back in the ready list. ]]
+--[[ requeue(prefix; id ...) puts dead-lettered jobs back in the ready list, as
+if new: no attempt and no lost delivery counted, no error, no abort flag. ]]
 local function requeue(keys, args)
   local prefix = keys[1]
+  local dead = prefix .. 'dead'
   local n = 0
   for _, id in ipairs(args) do
     local jkey = prefix .. 'j:' .. id
-    if redis.call('ZREM', prefix .. 'dead', id) == 1 and redis.call('EXISTS', jkey) == 1 then
-      redis.call('HSET', jkey, 's', 'queued', 'a', 0)
-      redis.call('HDEL', jkey, 'e', 'et')
-      redis.call('LPUSH', prefix .. 'ready', id)
-      n = n + 1
+    local f, why = read_job(prefix, jkey, {'s'})
+    -- a job in another state keeps its entry: requeueing it would run it twice
+    if (f and f[1] == 'failed') or why then
+      if kcall(prefix, 'ZREM', dead, id) == 1 then
+        if f then
+          redis.call('HSET', jkey, 's', 'queued', 'a', 0)
+          redis.call('HDEL', jkey, 'l', 'e', 'et', 'st', 'ab', 'k', 'w', 'due')
+          kcall(prefix, 'LPUSH', prefix .. 'ready', id)
+          n = n + 1
+        elseif why == 'missing' then
+          stray(prefix, 'dead', id, 'dead entry names no job')
+        end
+      end
     end
   end
   if n > 0 then signal(prefix) end
   return n
 end
 
---[[ purge(prefix; id ...) deletes dead-lettered jobs. ]]
+--[[ purge(prefix; id ...) deletes dead-lettered jobs (only failed ones: an id
+planted in the dead set does not delete a live job). ]]
 local function purge(keys, args)
   local prefix = keys[1]
   local n = 0
   for _, id in ipairs(args) do
-    if redis.call('ZREM', prefix .. 'dead', id) == 1 then
-      redis.call('DEL', prefix .. 'j:' .. id)
-      n = n + 1
+    local jkey = prefix .. 'j:' .. id
+    local f, why = read_job(prefix, jkey, {'s'})
+    if (f and f[1] == 'failed') or why then
+      if kcall(prefix, 'ZREM', prefix .. 'dead', id) == 1 then
+        if f then redis.call('DEL', jkey) end
+        n = n + 1
+      end
     end
   end
   return n

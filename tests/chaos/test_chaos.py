@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from aioqueue import Job, JobFailed, Queue
 from aioqueue.errors import RedisUnavailable
 from aioqueue.keys import QueueKeys
+from aioqueue.scripts import PROMOTE_LIMIT
 from tests.chaos import jobs
 from tests.chaos.harness import WorkerPool, audit, enqueue_records, scale, wait_all
 from tests.chaos.proxy import ChaosProxy
@@ -204,9 +205,8 @@ async def test_poison_jobs_are_dead_lettered_and_the_pool_lives(
         "builtins.RuntimeError",
         "builtins.TimeoutError",
     ]
-    assert (
-        restarts == 2
-    )  # the dying job killed its worker twice (max_lost=1), then was dead-lettered
+    # the dying job killed its worker once (max_lost=1), then was dead-lettered
+    assert restarts == 1
     result = await audit(tcp_redis.url, run, queue_name)
     assert result.dead == {j.id for j in poison}
     assert result.missing([j.id for j in good]) == []
@@ -295,6 +295,8 @@ def cpu_seconds(pid: int) -> float:
 async def test_many_delayed_jobs_due_at_once_are_promoted_in_bounded_batches(
     redis_url: str, queue_name: str
 ) -> None:
+    """Structure, not time (how long a call takes is for benchmarks/promote_burst.py):
+    each call moves at most PROMOTE_LIMIT due jobs, and the burst runs beside new work."""
     n = scale(50_000, 1_000_000)
     due = datetime.now(UTC) + timedelta(seconds=1)
     async with Queue(redis_url, name=queue_name) as queue:
@@ -302,28 +304,29 @@ async def test_many_delayed_jobs_due_at_once_are_promoted_in_bounded_batches(
             await queue.enqueue_many(
                 jobs.noop.options(at=due, result_ttl=0).call() for _ in range(2000)
             )
-        client = aioredis.from_url(redis_url)
-        try:
-            await client.config_set("slowlog-log-slower-than", 10_000)  # 10 ms
-            await client.slowlog_reset()
-            worker = jobs.in_process_worker(redis_url, queue_name, concurrency=50)
-            async with running(worker):
-                await anyio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
-                # the burst is promoted and run while new work keeps flowing
-                run = secrets.token_hex(4)
-                fresh = await queue.enqueue(jobs.record, run, 0)
-                assert await fresh.result(timeout=60) > 0
-                stats = QueueKeys(queue_name).stats
-                while int(await client.hget(stats, "complete") or 0) < n + 1:
-                    await anyio.sleep(0.05)
-            slow = await client.slowlog_get(128)
-        finally:
-            await client.config_set("slowlog-log-slower-than", 10_000)
-            await client.aclose()
-    slow_fcalls = [
-        e for e in slow if b"FCALL" in e["command"].upper()[:5] or b"fcall" in e["command"][:5]
-    ]
-    assert slow_fcalls == [], [(e["duration"], e["command"][:60]) for e in slow_fcalls]
+        await anyio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+        # the burst is due: a claim of no jobs only promotes, and says how many it moved
+        keys = QueueKeys(queue_name)
+        for _ in range(3):
+            # (on a slow machine the last batches were due before they were enqueued)
+            ready, scheduled = (
+                await queue.redis.llen(keys.ready),
+                await queue.redis.zcard(keys.sched),
+            )
+            assert scheduled > PROMOTE_LIMIT
+            reply = await queue.scripts.claim(queue_name, 0, "observer", 1000)
+            assert (reply.promoted, reply.jobs) == (PROMOTE_LIMIT, [])
+            assert await queue.redis.llen(keys.ready) == ready + PROMOTE_LIMIT
+            assert await queue.redis.zcard(keys.sched) == scheduled - PROMOTE_LIMIT
+        worker = jobs.in_process_worker(redis_url, queue_name, concurrency=50)
+        async with running(worker):
+            # the rest is promoted and run while new work keeps flowing
+            run = secrets.token_hex(4)
+            fresh = await queue.enqueue(jobs.record, run, 0)
+            assert await fresh.result(timeout=60) > 0
+            while int(await queue.redis.hget(keys.stats, "complete") or 0) < n + 1:
+                await anyio.sleep(0.05)
+        assert await queue.redis.zcard(keys.sched) == 0
 
 
 async def test_clock_skew_on_the_worker_does_not_move_delayed_jobs(
