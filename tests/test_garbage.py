@@ -356,3 +356,17 @@ async def test_an_error_reply_in_the_claim_loop_is_logged_counted_and_backed_off
     finally:
         await admin.acl_deluser(user)
         await admin.aclose()
+
+
+async def test_a_count_with_a_leading_zero_is_no_count(
+    queue: Queue, redis_url: str, queue_name: str
+) -> None:
+    """Found by the property test: '00' looks like a number to a pattern, not to HINCRBY."""
+    keys = QueueKeys(queue_name)
+    jobs = [await queue.enqueue(tasks.add, i, 0) for i in range(2)]
+    await queue.scripts.claim(queue_name, 10, "dead-worker", 0)
+    await queue.redis.hset(keys.job(jobs[0].id), "l", "00")
+    await drain(redis_url, queue_name)
+    assert await jobs[1].result(timeout=5) == 1
+    (aside,) = await read_garbage(queue.redis, queue_name)
+    assert aside.reason == "job field l does not parse"

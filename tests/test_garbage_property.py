@@ -113,7 +113,7 @@ def field_ok(name: bytes, value: bytes) -> bool:
     if name == b"s":
         return value in STATUSES
     if name in (b"a", b"l", b"ab"):
-        return len(value) <= 12 and re.fullmatch(rb"-?[0-9]+", value) is not None
+        return len(value) <= 12 and re.fullmatch(rb"0|-?[1-9][0-9]*", value) is not None
     if name == b"u":
         return len(value) >= 2 and value[:1] in (b"w", b"d")
     return True
@@ -298,7 +298,7 @@ async def check(url: str, s: Scenario) -> None:
 @pytest.mark.skipif(not LONG, reason="long run: AIOQUEUE_HYPOTHESIS=long")
 @pytest.mark.timeout(4 * 3600)
 @settings(
-    max_examples=3000,
+    max_examples=5000,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

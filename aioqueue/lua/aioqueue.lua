@@ -129,8 +129,11 @@ end
 local STATUSES = {
   queued = true, scheduled = true, active = true, complete = true, failed = true, aborted = true,
 }
--- at most 12 characters: the Lua number a count becomes prints back exactly
-local function is_int(v) return #v <= 12 and string.find(v, '^%-?%d+$') ~= nil end
+-- An integer as HINCRBY reads one (no leading zeros, no '-0'), in at most 12
+-- characters: the Lua number a count becomes prints back exactly.
+local function is_int(v)
+  return #v <= 12 and (v == '0' or string.find(v, '^%-?[1-9]%d*$') ~= nil)
+end
 -- what each job field must look like, for the fields code does arithmetic or lookups on
 local CHECKS = {
   s = function(v) return STATUSES[v] end,
