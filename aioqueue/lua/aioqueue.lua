@@ -130,23 +130,28 @@ local STATUSES = {
   queued = true, scheduled = true, active = true, complete = true, failed = true, aborted = true,
 }
 -- An integer as HINCRBY reads one (no leading zeros, no '-0'), in at most 12
--- characters: the Lua number a count becomes prints back exactly.
+-- characters: the Lua number a count becomes prints back exactly. One digit,
+-- the usual count, without a pattern: claim checks every job it hands out.
 local function is_int(v)
-  return #v <= 12 and (v == '0' or string.find(v, '^%-?[1-9]%d*$') ~= nil)
+  local n = #v
+  if n == 1 then return v >= '0' and v <= '9' end
+  return n <= 12 and string.find(v, '^%-?[1-9]%d*$') ~= nil
 end
--- what each job field must look like, for the fields code does arithmetic or lookups on
-local CHECKS = {
-  s = function(v) return STATUSES[v] end,
-  a = is_int,
-  l = is_int,
-  ab = is_int,
-  u = function(v) return string.find(v, '^[wd].') ~= nil end,
-}
+-- whether a job field code does arithmetic or lookups on parses (others: any bytes)
+local function field_ok(name, v)
+  if name == 's' then return STATUSES[v] ~= nil end
+  if name == 'a' or name == 'l' or name == 'ab' then return is_int(v) end
+  if name == 'u' then
+    local mode = string.byte(v, 1)
+    return #v >= 2 and (mode == 119 or mode == 100) -- 'w' or 'd', then a name
+  end
+  return true
+end
 
 -- The fields `names` (the first is always 's') of job `jkey`, checked before
 -- anything is written: nil, 'missing' when there is no job; nil, 'aside' when
--- the job does not parse (a wrong type, no status, a field in CHECKS that does
--- not parse), which is then set aside whole.
+-- the job does not parse (a wrong type, no status, a field field_ok refuses),
+-- which is then set aside whole.
 local function read_job(prefix, jkey, names)
   local f = redis.pcall('HMGET', jkey, unpack(names))
   if f['err'] then
@@ -159,10 +164,10 @@ local function read_job(prefix, jkey, names)
     set_aside(prefix, jkey, 'job hash without a status')
     return nil, 'aside'
   end
-  for i, name in ipairs(names) do
-    local check = CHECKS[name]
-    if f[i] and check and not check(f[i]) then
-      set_aside(prefix, jkey, 'job field ' .. name .. ' does not parse')
+  for i = 1, #names do
+    local v = f[i]
+    if v and not field_ok(names[i], v) then
+      set_aside(prefix, jkey, 'job field ' .. names[i] .. ' does not parse')
       return nil, 'aside'
     end
   end
@@ -195,8 +200,10 @@ local function utf8_ok(s)
 end
 
 local function valid_id(id)
-  if #id == 0 or #id > 800 or string.find(id, '[%s%z]') then return false end
-  return not string.find(id, '[\128-\255]') or utf8_ok(id)
+  if #id == 0 or #id > 800 then return false end
+  -- one scan for the common case, a plain ASCII id
+  if not string.find(id, '[%s%z\128-\255]') then return true end
+  return not string.find(id, '[%s%z]') and utf8_ok(id)
 end
 
 -- The job an entry of list or sorted set `source` names, read like read_job;
