@@ -343,8 +343,7 @@ async def set_aside_record(redis: RedisClient, queue: str, job_id: str) -> tuple
         cursor, found = await redis.zscan(keys.garbage, cursor, match=pattern, count=SCAN_COUNT)
         if found:
             key: Any = found[0][0]
-            # the garbage area's reasons (an earlier version wrote them into the hash)
-            reason: Any = await redis.hget(keys.garbage_why, key) or await redis.hget(key, "reason")
+            reason: Any = await redis.hget(keys.garbage_why, key)  # the garbage area's reasons
             as_text = key.decode(errors="backslashreplace")
             return as_text, reason.decode(errors="backslashreplace") if reason else ""
         if cursor == 0:

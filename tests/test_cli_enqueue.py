@@ -62,7 +62,9 @@ def test_an_unsigned_job_set_aside_by_the_worker_is_reported_as_such(
     assert "was set aside by a worker" in line and line.endswith(": job is not signed"), line
     assert f"aq:{{{queue_name}}}:garbage:j:" in line
     assert wrong.exit_code == 1
-    assert wrong.stderr.strip().endswith("job signature does not match the signing key")
+    assert wrong.stderr.strip().endswith(
+        "job signature does not match its queue, id, lock and payload under any signing key"
+    )
 
 
 def test_signing_key_and_file_together_is_a_usage_error(tmp_path: Path) -> None:

@@ -152,13 +152,3 @@ async def test_a_job_aborted_while_queued_keeps_its_record_until_a_claim_drops_i
         assert 0 < await queue.redis.pttl(keys.job(job.id)) <= 60_000
         assert await queue.redis.zcard(keys.garbage) == 0
         assert await job.status() is JobStatus.ABORTED
-
-
-async def test_abort_through_a_queue_that_keeps_no_results_keeps_no_record(
-    redis_url: str, queue_name: str
-) -> None:
-    keys = QueueKeys(queue_name)
-    async with Queue(redis_url, name=queue_name, result_ttl=0) as queue:
-        job = await queue.enqueue(counted.options(delay=3600), "unused", "unused")
-        assert await job.abort()
-        assert not await queue.redis.exists(keys.job(job.id))
