@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -36,6 +37,13 @@ _SOURCE = resources.files("aioqueue").joinpath("lua/aioqueue.lua").read_text()
 VERSION = hashlib.sha1(_SOURCE.encode()).hexdigest()[:10]  # noqa: S324 - a name, not security
 LIBRARY = _SOURCE.replace("__VERSION__", VERSION)
 _FN = f"aq_{VERSION}_"
+# aioqueue.testing's build: these same function names on its private Redis, on a
+# clock that moves only when a test moves it. A worker refuses a Redis that holds
+# it unless aioqueue.testing.run_worker started it (which sets TESTING_CLOCK in the
+# worker's context); nothing stored in Redis can enable it, and the library above
+# never reads a test clock.
+TESTING_LIBRARY = f"aioqueue_testing_{VERSION}"
+TESTING_CLOCK: ContextVar[bool] = ContextVar("aioqueue_testing_clock", default=False)
 # due jobs and expired leases moved per claim: ~2 ms of Redis time on the 2-core box, so a
 # burst of a million due jobs never shows as a slow command
 PROMOTE_LIMIT = 200
@@ -94,7 +102,8 @@ class Scripts:
         # one Redis: the lean path; a cluster routes (and follows MOVED) in redis-py
         self._lane = Lane(redis) if isinstance(redis, Redis) else None
 
-    async def load(self) -> None:
+    async def load(self, *, worker: bool = False) -> None:
+        """worker: refuse aioqueue.testing's build (see TESTING_LIBRARY)."""
         try:
             with anyio.fail_after(self.timeout):
                 if isinstance(self.redis, RedisCluster):
@@ -108,6 +117,20 @@ class Scripts:
                 raise
             if "already exists" not in str(exc):
                 raise refusal(exc, "FUNCTION LOAD") from None
+            # another library holds our function names: which one?
+            if worker and f"'aioqueue_{VERSION}'" not in str(exc):
+                await self._refuse_testing_clock()
+
+    async def _refuse_testing_clock(self) -> None:
+        if TESTING_CLOCK.get() or not isinstance(self.redis, Redis):
+            return
+        with anyio.fail_after(self.timeout):
+            found = await self.redis.function_list(library=TESTING_LIBRARY)
+        if found:
+            raise ConfigurationError(
+                f"this Redis runs aioqueue.testing's clock ({TESTING_LIBRARY}): only a worker"
+                " started by aioqueue.testing.run_worker may run on it"
+            ) from None
 
     async def _fcall(self, name: str, queue: str, args: tuple[Any, ...]) -> Any:
         if self._lane is not None:

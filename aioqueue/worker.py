@@ -324,7 +324,7 @@ class Worker:
         backoff = 0.1
         while True:
             try:
-                await self.scripts.load()
+                await self.scripts.load(worker=True)
                 await self._check_redis()
                 return
             except UNAVAILABLE as exc:

@@ -1,0 +1,96 @@
+"""One test's view of the private Redis: a fresh database, the clock's reading,
+the workers running in the test, and the task exceptions they recorded."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.asyncio import Redis
+
+from aioqueue.errors import ConfigurationError
+from aioqueue.keys import queue_prefix
+from aioqueue.scripts import TESTING_LIBRARY
+from aioqueue.testing._build import CLOCK_KEY, TEST_LIBRARY
+
+if TYPE_CHECKING:
+    from aioqueue.testing._worker import RunningWorker
+
+__all__ = ["Environment", "current", "install_library"]
+
+
+def install_library(client: redis.Redis) -> None:
+    """Makes the private Redis run aioqueue.testing's build (and only it)."""
+    for lib in client.function_list(library="aioqueue_*"):
+        name = _library_name(lib)
+        if name != TESTING_LIBRARY:
+            client.function_delete(name)
+    client.function_load(TEST_LIBRARY, replace=True)
+
+
+def _library_name(entry: Any) -> str:
+    # RESP2: a flat [b'library_name', b'name', ...] list per library; RESP3: a dict
+    if isinstance(entry, dict):
+        raw = entry.get(b"library_name", entry.get("library_name"))
+    else:
+        raw = entry[entry.index(b"library_name") + 1]
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+@dataclass
+class Environment:
+    url: str
+    now_ms: int
+    workers: list[RunningWorker] = field(default_factory=list)
+    # the exception each attempt raised, by (queue, job id): the last one wins
+    failures: dict[tuple[str, str], BaseException] = field(default_factory=dict)
+    # dead-lettered jobs already raised by fail_fast, or there before the test's workers
+    reported: dict[str, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def prepare(cls, url: str) -> Environment:
+        """An empty database on the test clock, which reads the wall clock's now."""
+        client = redis.Redis.from_url(url)
+        try:
+            if not client.function_list(library=TESTING_LIBRARY):
+                install_library(client)
+            client.flushdb()
+            now_ms = int(time.time() * 1000)
+            client.set(CLOCK_KEY, now_ms * 1000)
+        finally:
+            client.close()
+        return cls(url, now_ms)
+
+    def connect(self) -> Redis:
+        return Redis.from_url(self.url)
+
+    def prefixes(self) -> list[str]:
+        """Key prefixes of the queues the live workers serve, each once."""
+        seen: dict[str, None] = {}
+        for running in self.workers:
+            for queue in running.worker.queues:
+                seen[queue_prefix(queue)] = None
+        return list(seen)
+
+    def worker_ids(self) -> list[str]:
+        return [running.worker.id for running in self.workers]
+
+
+_current: Environment | None = None
+
+
+def current() -> Environment:
+    if _current is None:
+        raise ConfigurationError(
+            "aioqueue.testing needs its private Redis: use the aioqueue_redis_url fixture"
+            " (or aioqueue_queue / aioqueue_clock, which use it) in this test, with the"
+            " plugin enabled (pytest_plugins = ['aioqueue.testing'])"
+        )
+    return _current
+
+
+def set_current(env: Environment | None) -> None:
+    global _current
+    _current = env

@@ -1,0 +1,68 @@
+--[[
+aioqueue.testing's clock, put in front of the production library (see _build.py).
+
+Every `redis.call(` of the production source is routed through `aqt_call`,
+which changes exactly two things and passes everything else through:
+
+  TIME      answers the test clock (microseconds in `aq:testing:clock`, moved
+            only by TestClock), or real time while that key is absent.
+  TTLs      PEXPIRE/EXPIRE and SET ... PX|EX also record the key's deadline on
+            the test clock in the zset `aq:testing:ttl`; the real TTL is made
+            a day longer, so only the test clock ends it (aqt step deletes a
+            key whose recorded deadline passed and which still has a TTL).
+
+The production library has none of this: it reads TIME and sets TTLs as is.
+]]
+
+local AQT_CLOCK = 'aq:testing:clock'
+local AQT_TTL = 'aq:testing:ttl'
+local AQT_SLACK_MS = 86400000
+
+local function aqt_now_us()
+  local v = redis.call('GET', AQT_CLOCK)
+  if v then return tonumber(v) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function aqt_deadline(key, ms)
+  redis.call('ZADD', AQT_TTL, math.floor(aqt_now_us() / 1000) + ms, key)
+end
+
+-- SET key value [...] PX ms | EX s: the same SET with a longer real TTL.
+local function aqt_set(args)
+  for i = 3, #args - 1 do
+    local opt = string.upper(args[i])
+    if opt == 'PX' or opt == 'EX' then
+      local ms = tonumber(args[i + 1])
+      if opt == 'EX' then ms = ms * 1000 end
+      args[i] = 'PX'
+      args[i + 1] = ms + AQT_SLACK_MS
+      local reply = redis.call('SET', unpack(args))
+      if reply then aqt_deadline(args[1], ms) end
+      return reply
+    end
+  end
+  return redis.call('SET', unpack(args))
+end
+
+local function aqt_call(cmd, ...)
+  local name = string.upper(cmd)
+  if name == 'TIME' then
+    local us = aqt_now_us()
+    return {string.format('%d', math.floor(us / 1000000)), string.format('%d', us % 1000000)}
+  end
+  if (name == 'PEXPIRE' or name == 'EXPIRE') and select('#', ...) == 2 then
+    local key, n = ...
+    local ms = tonumber(n)
+    if name == 'EXPIRE' then ms = ms * 1000 end
+    if ms > 0 then
+      local reply = redis.call('PEXPIRE', key, ms + AQT_SLACK_MS)
+      if reply == 1 then aqt_deadline(key, ms) end
+      return reply
+    end
+  elseif name == 'SET' then
+    return aqt_set({...})
+  end
+  return redis.call(cmd, ...)
+end
