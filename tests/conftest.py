@@ -18,10 +18,6 @@ from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# the plugin aioqueue ships for its users, tested in tests/test_testing_*.py;
-# its fixtures are all named aioqueue_*, so none of them shadows one of ours
-pytest_plugins = ["aioqueue.testing"]
-
 
 @pytest.fixture(
     params=[

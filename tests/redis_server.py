@@ -11,19 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-try:
-    import ctypes
-
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before any fork
-except OSError:
-    _LIBC = None
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: Linux sends it SIGTERM when the test process
-    dies, so a test run killed by a timeout leaves no redis-server behind."""
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+from aioqueue.testing._server import die_with_parent, listening
 
 
 def free_port() -> int:
@@ -88,22 +76,15 @@ class RedisServer:
             args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
                 raise RuntimeError(f"redis-server exited at start: {err}")
-            try:
-                with socket.socket(socket.AF_UNIX) as s:
-                    s.connect(self.socket)
-                    s.sendall(b"PING\r\n")
-                    # PONG, or NOAUTH where the default user is off: either way it listens
-                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
-                        return
-            except OSError:
-                pass
+            if listening(self.socket):  # PONG, or NOAUTH where the default user is off
+                return
             time.sleep(0.01)  # waiting for an external process to listen: no event to wait on
         raise RuntimeError("redis-server did not start within 10s")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 
 from aioqueue.client import Queue
 from aioqueue.task import DEFAULT_QUEUE
@@ -25,8 +26,6 @@ def aioqueue_redis_server() -> Iterator[PrivateRedis]:
         pytest.fail(str(exc), pytrace=False)
     try:
         server.start()
-        import redis
-
         with redis.Redis.from_url(server.url) as client:
             install_library(client)
         yield server

@@ -61,16 +61,19 @@ class RunningWorker:
 
     async def fire_cron(self, now_ms: int) -> int:
         """Fires, in order, every tick at or before ``now_ms`` (the clock steps to each);
-        returns how many."""
+        returns how many enqueued a job (a tick skipped by no_overlap enqueues none)."""
         due = sorted(
             (self._next_tick[e.name], i, e)
             for i, e in enumerate(self._cron)
             if self._next_tick[e.name] <= now_ms
         )
+        fired = 0
         for tick, _, entry in due:
-            await self._runner._fire(entry, tick)  # the worker's own path: cron_fire
+            # the worker's own path (CronRunner._fire): the cron_fire Function, its payload
+            status, _ = await self._runner._fire(entry, tick)
+            fired += status == "fired"
             self._next_tick[entry.name] = entry.next_after(tick)
-        return len(due)
+        return fired
 
     async def _catch_up(self) -> None:
         """What a starting worker does for ``catch_up=True``: the latest missed tick."""
