@@ -184,8 +184,8 @@ async def test_a_dead_workers_lease_expires_in_the_window(
 ) -> None:
     job = await aioqueue_queue.enqueue(stamp, "rescued")
     # a worker that claims the job and dies: its lease is 30 s on the test clock
-    _, claimed = await aioqueue_queue.scripts.claim("default", 1, "dead-worker", 30_000)
-    assert [c.id for c in claimed] == [job.id]
+    claimed = await aioqueue_queue.scripts.claim("default", 1, "dead-worker", 30_000)
+    assert [c.id for c in claimed.jobs] == [job.id]
     start = aioqueue_clock.ms
     async with run_worker(worker()) as w:
         await w.drain()  # the dead worker's delivery is not one to wait for

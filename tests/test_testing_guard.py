@@ -73,9 +73,9 @@ async def test_the_production_library_ignores_a_test_clock_key(redis_url: str) -
             await client.set(CLOCK_KEY, real_us + 2 * DAY * 1000)
             job = await queue.enqueue(noop.options(delay=3600))
             scripts = Scripts(client)
-            wait_ms, claimed = await scripts.claim(queue_name, 10, "w", 30_000)
-            assert claimed == []
-            assert 3_500_000 < wait_ms <= 3_600_000  # due in an hour of real time
+            claimed = await scripts.claim(queue_name, 10, "w", 30_000)
+            assert claimed.jobs == []
+            assert 3_500_000 < claimed.wait_ms <= 3_600_000  # due in an hour of real time
             status, ms = await scripts.cron_fire(
                 queue_name, "c", int(time.time() * 1000) + 3_600_000, "cron:c:1", b"x", ""
             )
@@ -96,12 +96,13 @@ def test_the_production_library_has_no_test_clock() -> None:
     assert all(line in TEST_LIBRARY for line in production_names)
     # every call of the production source goes through the clock (one more: its definition)
     assert TEST_LIBRARY.count("aqt_call(") == LIBRARY.count("redis.call(") + 1
+    assert TEST_LIBRARY.count("aqt_pcall(") == LIBRARY.count("redis.pcall(") + 1
 
 
 def test_a_time_or_ttl_command_the_build_does_not_route_fails_it() -> None:
     for line in (
         "redis.call('PSETEX', k, 10, v)",
-        "redis.pcall('TIME')",
+        "redis.pcall('SETEX', k, 10, v)",
         "redis.call('PEXPIREAT', k, 10)",
         "local ttl = redis.call('PTTL', k)",
     ):

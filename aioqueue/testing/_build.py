@@ -1,8 +1,9 @@
 """aioqueue.testing's build of the Functions library: production code on a test clock.
 
-The build is the production source with every ``redis.call(`` routed through
-``aqt_call`` (prelude.lua: TIME answers the test clock, TTLs are kept on it),
-and the timeline functions the clock needs (timeline.lua) after it. It carries
+The build is the production source with every ``redis.call(`` and
+``redis.pcall(`` routed through ``aqt_call`` / ``aqt_pcall`` (prelude.lua: TIME
+answers the test clock, TTLs are kept on it), and the timeline functions the
+clock needs (timeline.lua) after it. It carries
 the production function names under its own library name, so every client of
 the private Redis (a ``Queue`` made by the code under test too) runs on the test
 clock, and a worker not started by ``run_worker`` refuses it (``scripts.load``).
@@ -22,11 +23,9 @@ TTL_KEY = "aq:testing:ttl"  # key -> its deadline on the test clock (ms)
 
 # What the prelude intercepts, and the forms of them it cannot: a build that
 # would miss a time or a TTL must fail here, not run on the wrong clock.
-_CALL = re.compile(r"\bredis\.call\(")
+_CALL = re.compile(r"\bredis\.(p?call)\(")
 _UNSUPPORTED = re.compile(
-    r"redis\.pcall\(\s*'(TIME|EXPIRE|PEXPIRE|SET)'"
-    r"|'(PSETEX|SETEX|GETEX|EXPIREAT|PEXPIREAT|EXPIRETIME|PEXPIRETIME|TTL|PTTL)'",
-    re.IGNORECASE,
+    r"'(PSETEX|SETEX|GETEX|EXPIREAT|PEXPIREAT|EXPIRETIME|PEXPIRETIME|TTL|PTTL)'", re.IGNORECASE
 )
 
 
@@ -43,7 +42,7 @@ def build(production: str = LIBRARY) -> str:
         raise RuntimeError(
             f"aioqueue.testing's clock does not handle {unsupported.group(0)!r} in aioqueue.lua"
         )
-    routed, calls = _CALL.subn("aqt_call(", body)
+    routed, calls = _CALL.subn(r"aqt_\1(", body)
     if calls == 0:
         raise RuntimeError("no redis.call( in the Functions library")
     timeline = _text("timeline.lua").replace("__VERSION__", VERSION)

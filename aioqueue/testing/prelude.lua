@@ -1,8 +1,9 @@
 --[[
 aioqueue.testing's clock, put in front of the production library (see _build.py).
 
-Every `redis.call(` of the production source is routed through `aqt_call`,
-which changes exactly two things and passes everything else through:
+Every `redis.call(` and `redis.pcall(` of the production source is routed
+through `aqt_call` / `aqt_pcall`, which change exactly two things and pass
+everything else through:
 
   TIME      answers the test clock (microseconds in `aq:testing:clock`, moved
             only by TestClock), or real time while that key is absent.
@@ -30,23 +31,26 @@ local function aqt_deadline(key, ms)
 end
 
 -- SET key value [...] PX ms | EX s: the same SET with a longer real TTL.
-local function aqt_set(args)
+local function aqt_set(raw, args)
   for i = 3, #args - 1 do
     local opt = string.upper(args[i])
     if opt == 'PX' or opt == 'EX' then
       local ms = tonumber(args[i + 1])
-      if opt == 'EX' then ms = ms * 1000 end
-      args[i] = 'PX'
-      args[i + 1] = ms + AQT_SLACK_MS
-      local reply = redis.call('SET', unpack(args))
-      if reply then aqt_deadline(args[1], ms) end
-      return reply
+      if opt == 'EX' and ms then ms = ms * 1000 end
+      if ms then
+        args[i] = 'PX'
+        args[i + 1] = ms + AQT_SLACK_MS
+        local reply = raw('SET', unpack(args))
+        if type(reply) == 'table' and reply.ok then aqt_deadline(args[1], ms) end
+        return reply
+      end
     end
   end
-  return redis.call('SET', unpack(args))
+  return raw('SET', unpack(args))
 end
 
-local function aqt_call(cmd, ...)
+-- raw: redis.call or redis.pcall, whichever the production code called
+local function aqt_route(raw, cmd, ...)
   local name = string.upper(cmd)
   if name == 'TIME' then
     local us = aqt_now_us()
@@ -55,14 +59,22 @@ local function aqt_call(cmd, ...)
   if (name == 'PEXPIRE' or name == 'EXPIRE') and select('#', ...) == 2 then
     local key, n = ...
     local ms = tonumber(n)
-    if name == 'EXPIRE' then ms = ms * 1000 end
-    if ms > 0 then
-      local reply = redis.call('PEXPIRE', key, ms + AQT_SLACK_MS)
+    if ms and name == 'EXPIRE' then ms = ms * 1000 end
+    if ms and ms > 0 then
+      local reply = raw('PEXPIRE', key, ms + AQT_SLACK_MS)
       if reply == 1 then aqt_deadline(key, ms) end
       return reply
     end
   elseif name == 'SET' then
-    return aqt_set({...})
+    return aqt_set(raw, {...})
   end
-  return redis.call(cmd, ...)
+  return raw(cmd, ...)
+end
+
+local function aqt_call(cmd, ...)
+  return aqt_route(redis.call, cmd, ...)
+end
+
+local function aqt_pcall(cmd, ...)
+  return aqt_route(redis.pcall, cmd, ...)
 end
