@@ -44,15 +44,17 @@ docs: $(STAMP)
 # The oldest dependencies pyproject.toml allows (each `>=X` installed as `==X`,
 # see tests/floor_pins.py) in a venv of their own, running a representative
 # part of the suite: round trips on both event loops, bad input and errors
-# (ACL refusals), the lean command path, delays and locks, cron, Sentinel and
-# the CLI as real processes. Click 8.1's test runner mixes stderr into stdout,
-# so the CLI is tested there through subprocesses only. About 45 s from a fresh
-# clone (the venv takes ~20 s), so `make test` runs it.
+# (ACL refusals), the lean command path, delays and locks, cron, Sentinel, the
+# aioqueue.testing plugin and the CLI as real processes. Click 8.1's test runner
+# mixes stderr into stdout, so the CLI is tested there through subprocesses
+# only. About 45 s from a fresh clone (the venv takes ~20 s), so `make test` runs it.
 FLOOR_VENV := .venv-floor
 FLOOR_TESTS := tests/test_core.py tests/test_bad_input.py tests/test_errors.py \
-	tests/test_lane.py tests/test_scheduling.py tests/test_cron.py tests/test_sentinel.py
-# the two longest tests (a Sentinel failover, three cron processes) stay in `make pytest`
-FLOOR_SKIP := not primary_killed_mid_run and not across_three_processes
+	tests/test_lane.py tests/test_scheduling.py tests/test_cron.py tests/test_sentinel.py \
+	tests/test_testing_clock.py tests/test_testing_guard.py
+# the longest tests (a Sentinel failover, three cron processes, 1,000 jobs through the
+# test clock) stay in `make pytest`
+FLOOR_SKIP := not primary_killed_mid_run and not across_three_processes and not thousand
 FLOOR_CLI := tests/test_cli.py tests/test_cli_garbage.py tests/test_cli_safety.py
 FLOOR_CLI_SELECT := real_process or cron_ or run_in_process or flag_beats or console or printable or refused
 

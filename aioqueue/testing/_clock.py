@@ -83,7 +83,7 @@ class TestClock:
             async with Settler(env, redis) as settler:
                 await settler.wait(fail_fast=fail_fast, timeout=timeout)
                 while env.now_ms < target:
-                    ticks = [t for r in env.workers if (t := r.next_tick()) is not None]
+                    ticks = [t for r in env.workers if (t := r._next_cron_tick()) is not None]
                     at, woke = await redis.fcall(
                         timeline_function("step"),
                         len(settler.prefixes),
@@ -94,7 +94,7 @@ class TestClock:
                     )
                     env.now_ms = int(at)
                     for running in list(env.workers):
-                        woke += await running.fire_cron(env.now_ms)
+                        woke += await running._fire_cron(env.now_ms)
                     if woke:
                         # the worker's claim will change a watched key: wait for it first
                         await settler.wait(fail_fast=fail_fast, timeout=timeout, look_first=False)

@@ -55,11 +55,11 @@ class RunningWorker:
         async with Settler(self._env, self._redis) as settler:
             await settler.wait(fail_fast=fail_fast, timeout=timeout)
 
-    def next_tick(self) -> int | None:
+    def _next_cron_tick(self) -> int | None:
         """The earliest cron tick still to fire (test-clock ms), None without cron."""
         return min(self._next_tick.values(), default=None)
 
-    async def fire_cron(self, now_ms: int) -> int:
+    async def _fire_cron(self, now_ms: int) -> int:
         """Fires, in order, every tick at or before ``now_ms`` (the clock steps to each);
         returns how many enqueued a job (a tick skipped by no_overlap enqueues none)."""
         due = sorted(
@@ -142,7 +142,7 @@ async def run_worker(worker: Worker) -> AsyncIterator[RunningWorker]:
     saved = (worker.redis_url, worker.tasks, worker.cron)
     worker.redis_url = env.url
     worker.tasks = {name: _recording(t, env.failures) for name, t in worker.tasks.items()}
-    worker.cron = []  # fired by the test clock (RunningWorker.fire_cron)
+    worker.cron = []  # fired by the test clock (RunningWorker._fire_cron)
     running = RunningWorker(worker, env, saved[2])
     try:
         await snapshot_dead(running._redis, env, [QueueKeys(q).prefix for q in worker.queues])
