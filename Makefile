@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest test-floor docs demo bench bench-quick bench-venvs chaos redis-server clean format
+.PHONY: test lint typecheck pytest test-floor docs demo bench bench-quick bench-venvs bench-web wrk chaos redis-server clean format
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -100,6 +100,20 @@ bench: bench-venvs redis-server
 
 bench-quick: bench-venvs redis-server
 	$(BENCH)/.venv-aq/bin/python $(BENCH)/run.py --quick $(ARGS)
+
+# The web benchmark (issue #18): each library behind one Starlette app under
+# uvicorn, driven by wrk at 100, 500 and 1,000 connections.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk with apt-get"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) || exit 1; \
+	  else \
+	    echo "wrk is missing: install it (e.g. 'sudo apt-get install wrk' or 'brew install wrk')"; exit 1; \
+	  fi; }
+
+bench-web: bench-venvs redis-server wrk
+	$(BENCH)/.venv-aq/bin/python $(BENCH)/web.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) .mypy_cache .ruff_cache site

@@ -137,6 +137,7 @@ class Admin:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.scripts.aclose()
         await self.redis.aclose()
 
     async def now_ms(self) -> int:

@@ -13,31 +13,43 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 import anyio
+from redis.exceptions import ResponseError
 
 from aioqueue import signing
 from aioqueue.cluster import ClusterClient
-from aioqueue.connection import DEFAULT_URL, RedisClient, connect_any, mapped_errors
+from aioqueue.connection import (
+    UNAVAILABLE,
+    RedisClient,
+    connect_any,
+    default_url,
+    mapped_errors,
+    refusal,
+    unavailable,
+)
 from aioqueue.errors import (
     AioqueueError,
     ConfigurationError,
     NotAllEnqueued,
     PayloadTooLarge,
+    QueueClosed,
     QueueFull,
     RedisUnavailable,
 )
 from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue.keys import check_job_id, check_queue_name
-from aioqueue.results import Job, ResultWaiter
+from aioqueue.results import Job
 from aioqueue.scripts import EnqueueWire, Scripts
 from aioqueue.serializers import Serializer, get_serializer
 from aioqueue.sharded_results import ShardedResultWaiter
 from aioqueue.task import DEFAULT_QUEUE, DEFAULT_RESULT_TTL, Call, Task, task_ref
+from aioqueue.waiter import ResultWaiter
 
 __all__ = ["Queue"]
 
@@ -85,12 +97,21 @@ class Queue:
     (microseconds to milliseconds): a primary lost in that window loses it, even
     with ``appendfsync always``, since the replica promoted in its place never had it.
     url: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://hosts/service``
-    or ``redis+cluster://hosts`` (see ``connection.connect_any``).
+    or ``redis+cluster://hosts`` (see ``connection.connect_any``); without one,
+    ``AIOQUEUE_REDIS_URL`` or ``redis://localhost:6379/0``.
+    max_connections: the most connections the Queue holds to Redis (per node on
+    a cluster), whatever the number of concurrent callers: one carries results,
+    the others every call, pipelined. A durable enqueue, and your own commands
+    on ``queue.redis``, take a connection of a pool of that size apart, and wait
+    for a free one.
+    health_check_interval: seconds of silence on the results connection after
+    which it is pinged; twice that with no answer and it is replaced (a link
+    dropped without a FIN, by a NAT or a firewall).
     """
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | None = None,
         *,
         name: str = DEFAULT_QUEUE,
         serializer: str | Serializer = "msgpack",
@@ -102,8 +123,23 @@ class Queue:
         signing_key: signing.SigningKeys | None = None,
         durable: bool = False,
         replica_timeout: float = 1.0,
+        max_connections: int = 4,
+        health_check_interval: float = 2.0,
     ) -> None:
+        url = url or default_url()
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise ConfigurationError(f"max_connections must be an int, not {max_connections!r}")
+        if max_connections < 2:
+            raise ConfigurationError(
+                f"max_connections must be 2 or more (one for results), not {max_connections}"
+            )
+        if not 0.01 <= health_check_interval < float("inf"):
+            raise ConfigurationError(
+                f"health_check_interval must be a number of seconds, not {health_check_interval!r}"
+            )
         self.url = url
+        self.max_connections = max_connections
+        self.health_check_interval = health_check_interval
         self._replicated = replica_timeout if durable else None
         self.name = check_queue_name(name)
         self.serializer = get_serializer(serializer)
@@ -114,9 +150,18 @@ class Queue:
         self.wait_when_full = wait_when_full
         self.signing_key = signing_key
         self._signer = signing.Signer(signing_key) if signing_key is not None else None
-        self.redis: RedisClient = connect_any(url, connect_timeout=timeout)
-        self._listen_redis: RedisClient = connect_any(url, connect_timeout=timeout)
-        self.scripts = Scripts(self.redis, timeout)
+        # one client: the lane and the results subscription take their connections
+        # from its settings, outside its pool (which serves durable enqueues and users)
+        self.redis: RedisClient = connect_any(
+            url, connect_timeout=timeout, max_connections=max_connections, blocking=True
+        )
+        self._listen_redis: RedisClient | None = (
+            connect_any(url, connect_timeout=timeout)
+            if isinstance(self.redis, ClusterClient)
+            else None
+        )
+        self.scripts = Scripts(self.redis, timeout, max_links=max_connections - 1)
+        self.client_id = secrets.token_hex(8)
         self._waiter: ResultWaiter | None = None
         self._prepared: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
@@ -130,10 +175,12 @@ class Queue:
             stack.push_async_callback(self._close_connections)
             stack.callback(tg.cancel_scope.cancel)
             waiter = (
-                ShardedResultWaiter(self, self._listen_redis)
+                ShardedResultWaiter(self, self._listen_redis, self.client_id)
                 if isinstance(self._listen_redis, ClusterClient)
-                else ResultWaiter(self, self._listen_redis)
+                else ResultWaiter(self, self.redis, self.client_id)
             )
+            # first on the way out: pending awaits end before the connections do
+            stack.push_async_callback(waiter.close)
             with mapped_errors(self.url), anyio.fail_after(self.timeout):
                 await tg.start(waiter.run)
         except TimeoutError:
@@ -165,9 +212,18 @@ class Queue:
             except TimeoutError:
                 raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
 
+    async def command(self, *args: Any) -> Any:
+        """One plain command on the Queue's shared connections (``Job.info``, ``status``)."""
+        if self._stack is None:
+            raise QueueClosed("the Queue is not open: use `async with Queue(...) as queue:`")
+        with mapped_errors(self.url):
+            return await self.scripts.read(*args)
+
     async def _close_connections(self) -> None:
+        await self.scripts.aclose()
         await self.redis.aclose()
-        await self._listen_redis.aclose()
+        if self._listen_redis is not None:
+            await self._listen_redis.aclose()
 
     async def _prepare(self, queue: str) -> None:
         """Once per queue, before its first enqueue: results of its jobs can reach us."""
@@ -182,7 +238,7 @@ class Queue:
     @property
     def waiter(self) -> ResultWaiter:
         if self._waiter is None:
-            raise ConfigurationError("use the queue as `async with Queue(...) as queue:`")
+            raise QueueClosed("the Queue is not open: use `async with Queue(...) as queue:`")
         return self._waiter
 
     def _encode(
@@ -211,13 +267,14 @@ class Queue:
             payload = self._signer.sign(payload, queue=queue, job_id=job_id, lock=lock)
         return queue, (job_id, payload, delay_ms, at_ms, lock)
 
-    async def _send(self, queue: str, batch: list[EnqueueWire]) -> list[str]:
-        with mapped_errors(self.url):
+    async def _send(self, queue: str, batch: list[EnqueueWire], fresh: bool = False) -> list[str]:
+        """fresh: the ids were made up here (see ``Scripts.enqueue``)."""
+        try:  # what mapped_errors does, without a context manager on the hottest path
             if queue not in self._prepared:
                 await self._prepare(queue)
             if not self.wait_when_full:
                 return await self.scripts.enqueue(
-                    queue, batch, self.max_length, replicated=self._replicated
+                    queue, batch, self.max_length, replicated=self._replicated, fresh_ids=fresh
                 )
             # backpressure: wait for room, with backoff, until the client's timeout
             delay = 0.005
@@ -231,6 +288,12 @@ class Queue:
                         await anyio.sleep(delay)
                         delay = min(delay * 2, 0.5)
             raise QueueFull(f"queue {queue!r} stayed full for {self.timeout}s")
+        except AioqueueError:
+            raise
+        except UNAVAILABLE as exc:
+            raise unavailable(self.url, exc) from exc
+        except ResponseError as exc:
+            raise refusal(exc) from exc
 
     @overload
     async def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -241,7 +304,7 @@ class Queue:
         if isinstance(task, str):
             task = task_ref(task)
         queue, wire = self._encode(task, args, kwargs)
-        (status,) = await self._send(queue, [wire])
+        (status,) = await self._send(queue, [wire], task.defaults.job_id is None)
         return Job(self, queue, wire[0], created=status == "new")
 
     async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:

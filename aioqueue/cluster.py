@@ -173,6 +173,7 @@ def connect_cluster(url: str, *, connect_timeout: float = 5.0, **kwargs: Any) ->
     options["socket_timeout"] = None
     options["health_check_interval"] = 0
     kwargs.pop("max_connections", None)  # per node in a cluster; redis-py's default is fine
+    kwargs.pop("blocking", None)
     return ClusterClient(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         node_options=dict(options),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from typing import Any, TypeAlias
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     ClusterDownError,
@@ -31,6 +32,13 @@ from aioqueue.errors import (
 from aioqueue.sentinel import connect_sentinel, is_sentinel_url
 
 DEFAULT_URL = "redis://localhost:6379/0"
+URL_ENV = "AIOQUEUE_REDIS_URL"
+
+
+def default_url() -> str:
+    """``AIOQUEUE_REDIS_URL`` when set (as the CLI reads it), else the local default."""
+    return os.environ.get(URL_ENV) or DEFAULT_URL
+
 
 # What a queue or worker talks to: one Redis (or the primary Sentinel names), or a cluster.
 RedisClient: TypeAlias = Redis | RedisCluster
@@ -46,6 +54,7 @@ def connect(
     *,
     connect_timeout: float = 5.0,
     max_connections: int | None = None,
+    blocking: bool = False,
     **kwargs: Any,
 ) -> Redis:
     """A client for ``url`` (redis://, rediss://, unix://, redis+sentinel://).
@@ -53,12 +62,27 @@ def connect(
     No per-read socket timeout: redis-py arms one around every read, which here
     cost more than the command itself on a fast link. Every call aioqueue makes
     is bounded by a deadline of its caller instead (see ``Scripts``), and a
-    cancelled call drops its connection, so a stalled Redis never hangs a caller.
+    stalled connection is closed (see ``Lane``), so a stalled Redis never hangs a caller.
+
+    blocking: with ``max_connections``, a caller that finds every connection of
+    the pool in use waits for one (its own deadline bounds the wait) instead of
+    failing with "Too many connections".
     """
     if is_sentinel_url(url):
         return connect_sentinel(
             url, connect_timeout=connect_timeout, max_connections=max_connections, **kwargs
         )
+    if blocking and max_connections is not None:
+        pool = BlockingConnectionPool.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=None,
+            health_check_interval=0,
+            max_connections=max_connections,
+            timeout=None,
+            **kwargs,
+        )
+        return Redis.from_pool(pool)
     return Redis.from_url(
         url,
         socket_connect_timeout=connect_timeout,

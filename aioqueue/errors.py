@@ -2,6 +2,7 @@
 
     AioqueueError
     ├── ConfigurationError      bad settings, a task or worker that cannot be used
+    │   └── QueueClosed         the ``Queue`` was closed (or not opened) before the call or await
     ├── SerializationError      an argument or result the serializer cannot encode
     │   └── PayloadTooLarge     an encoded job or result over its size limit
     ├── RedisUnavailable        Redis did not answer within the timeout
@@ -47,6 +48,7 @@ __all__ = [
     "NotAllEnqueued",
     "NotReplicated",
     "PayloadTooLarge",
+    "QueueClosed",
     "QueueFull",
     "RedisOutOfMemory",
     "RedisRefused",
@@ -175,6 +177,17 @@ class NotReplicated(AioqueueError):
     def __init__(self, message: str, *, job_ids: list[str]) -> None:
         super().__init__(message)
         self.job_ids = job_ids
+
+
+class QueueClosed(ConfigurationError):
+    """The ``Queue`` was closed (or never opened with ``async with``): a pending
+    ``await job`` ends with this at the close instead of waiting for ever.
+    ``job_id`` names the job awaited, when there was one. A ``ConfigurationError``:
+    awaiting on a Queue outside its ``async with`` is a usage mistake."""
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class UnknownTaskError(AioqueueError):

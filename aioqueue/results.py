@@ -1,23 +1,14 @@
-"""Waiting for results: the ``Job[R]`` handle and the one pub/sub waiter per client.
+"""The ``Job[R]`` handle: ``await job`` for the result, and the job's stored state.
 
-A client subscribes to its own channel once, at connect, and waits for the
-confirmation before any ``watch``. ``watch`` (one Function call) either returns
-a job's final state or records the client as a waiter, atomically, and the
-``finish`` function publishes to recorded waiters only. So a completion is seen
-exactly once whichever comes first, and nothing polls.
+Waiting itself lives in ``aioqueue.waiter`` (one subscription per client).
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import anyio
-import structlog
-from redis.asyncio.client import PubSub
-
-from aioqueue.connection import UNAVAILABLE, RedisClient, mapped_errors
+from aioqueue.connection import mapped_errors
 from aioqueue.errors import (
     JobAborted,
     JobError,
@@ -25,10 +16,9 @@ from aioqueue.errors import (
     JobNotFound,
     JobTimedOut,
     MalformedJobError,
-    ResultTimeout,
 )
 from aioqueue.job import JobInfo, JobStatus, decode_error
-from aioqueue.keys import QueueKeys, client_channel
+from aioqueue.keys import QueueKeys
 
 if TYPE_CHECKING:
     from aioqueue.client import Queue
@@ -36,131 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["Job"]
 
 R = TypeVar("R")
-log = structlog.get_logger("aioqueue.results")
-
-
-class _Slot:
-    __slots__ = ("blob", "event", "status")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.status = ""
-        self.blob = b""
-
-    def set(self, status: str, blob: bytes) -> None:
-        if not self.event.is_set():
-            self.status, self.blob = status, blob
-            self.event.set()
-
-
-class ResultWaiter:
-    """One pub/sub connection per client, shared by every ``await job``."""
-
-    def __init__(self, queue: Queue, redis: RedisClient) -> None:
-        self._queue = queue
-        self._redis = redis
-        self.client_id = secrets.token_hex(8)
-        self._channel = client_channel(self.client_id)
-        self._slots: dict[tuple[str, str], list[_Slot]] = {}
-        self._pubsub: PubSub | None = None
-        self._subscribed = anyio.Event()
-        # thousands of concurrent awaits must not open thousands of connections
-        self._watch_slots = anyio.CapacityLimiter(32)
-
-    async def _subscribe(self) -> PubSub:
-        pubsub = self._redis.pubsub()
-        await pubsub.subscribe(self._channel)
-        # The confirmation proves Redis registered the subscription: only then
-        # may a watch register us as a waiter.
-        while True:
-            msg = await pubsub.get_message(timeout=None)
-            if msg and msg["type"] == "subscribe":
-                return pubsub
-
-    async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        backoff = 0.05
-        first = True
-        while True:
-            try:
-                self._pubsub = await self._subscribe()
-                if first:
-                    task_status.started()
-                    first = False
-                else:
-                    log.info("results.resubscribed", client=self.client_id)
-                    await self._rewatch()
-                self._subscribed.set()
-                backoff = 0.05
-                async for msg in self._pubsub.listen():
-                    if msg["type"] == "message":
-                        self._deliver(msg["data"])
-            except UNAVAILABLE as exc:
-                self._subscribed = anyio.Event()
-                log.warning("results.disconnected", error=str(exc), retry_in=backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                if self._pubsub is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-                    self._pubsub = None
-
-    def _deliver(self, data: bytes) -> None:
-        try:
-            queue, job_id, status, blob = data.split(b"\0", 3)
-        except ValueError:
-            log.warning("results.bad_message", data=data[:200])
-            return
-        for slot in self._slots.get((queue.decode(), job_id.decode()), ()):
-            slot.set(status.decode(), blob)
-
-    async def _rewatch(self, only: str | None = None) -> None:
-        """After a reconnect, completions published meanwhile were lost: ask again.
-
-        only: just the jobs of this queue (a cluster client resubscribes per queue).
-        """
-        for (queue, job_id), slots in list(self._slots.items()):
-            if only is not None and queue != only:
-                continue
-            status, blob = await self._queue.scripts.watch(queue, job_id, self.client_id)
-            if status == "missing" or JobStatus(status).is_final:
-                for slot in slots:
-                    slot.set(status, blob)
-
-    async def prepare(self, queue: str) -> None:
-        """Called before the first enqueue to ``queue``; the single subscription is ready."""
-
-    async def _ready(self, queue: str) -> None:
-        """Returns once completions of ``queue``'s jobs will reach this client."""
-        await self._subscribed.wait()
-
-    async def wait(self, queue: str, job_id: str, timeout: float | None) -> tuple[str, bytes]:
-        slot = _Slot()
-        key = (queue, job_id)
-        self._slots.setdefault(key, []).append(slot)
-        try:
-            with anyio.fail_after(timeout):
-                await self._ready(queue)
-                async with self._watch_slots:
-                    with mapped_errors(self._queue.url):
-                        status, blob = await self._queue.scripts.watch(
-                            queue, job_id, self.client_id
-                        )
-                if status == "missing" or JobStatus(status).is_final:
-                    slot.set(status, blob)
-                await slot.event.wait()
-            return slot.status, slot.blob
-        except TimeoutError:
-            raise ResultTimeout(
-                f"no result for job {job_id} within {timeout}s", job_id=job_id
-            ) from None
-        finally:
-            slots = self._slots[key]
-            slots.remove(slot)
-            if not slots:
-                del self._slots[key]
 
 
 class Job(Generic[R]):
@@ -215,9 +80,10 @@ class Job(Generic[R]):
 
     async def info(self) -> JobInfo:
         """The job's stored state: status, attempts, times, worker, last error."""
-        keys = QueueKeys(self.queue)
-        fields: dict[bytes, bytes] = await self._client.read(
-            lambda r: r.hgetall(keys.job(self.id))  # type: ignore[arg-type,return-value]
+        reply = await self._client.command("HGETALL", QueueKeys(self.queue).job(self.id))
+        # a flat list on the Queue's own connections, a dict from redis-py's cluster client
+        fields: dict[bytes, bytes] = (
+            reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
         )
         if not fields:
             raise JobNotFound(f"job {self.id} not found in queue {self.queue!r}", job_id=self.id)
@@ -229,10 +95,7 @@ class Job(Generic[R]):
             raise MalformedJobError(f"job {self.id}: {exc}") from exc
 
     async def status(self) -> JobStatus:
-        key = QueueKeys(self.queue).job(self.id)
-        raw: bytes | None = await self._client.read(
-            lambda r: r.hget(key, "s")  # type: ignore[arg-type,return-value]
-        )
+        raw = await self._client.command("HGET", QueueKeys(self.queue).job(self.id), "s")
         if raw is None:
             raise JobNotFound(f"job {self.id} not found in queue {self.queue!r}", job_id=self.id)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import secrets
 from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
@@ -18,7 +19,7 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AskError, ResponseError
+from redis.exceptions import AskError, OutOfMemoryError, ResponseError
 
 from aioqueue.cluster import ClusterClient, load_library
 from aioqueue.connection import UNAVAILABLE, RedisClient, refusal
@@ -31,7 +32,7 @@ from aioqueue.errors import (
 )
 from aioqueue.garbage import log_set_aside
 from aioqueue.keys import queue_prefix
-from aioqueue.lane import Lane, closed_transport
+from aioqueue.lane import Lane, MergedFailure, closed_transport
 
 _SOURCE = resources.files("aioqueue").joinpath("lua/aioqueue.lua").read_text()
 VERSION = hashlib.sha1(_SOURCE.encode()).hexdigest()[:10]  # noqa: S324 - a name, not security
@@ -94,20 +95,59 @@ class Scripts:
     """Calls into the library; reloads it once if Redis lost it (restart, FLUSHALL).
 
     Every call must end within ``timeout`` seconds or raises ``RedisUnavailable``.
+    On one Redis (or Sentinel's primary) calls go through a ``Lane``: at most
+    ``max_links`` connections, shared by every caller; concurrent enqueues to
+    one queue and concurrent watches are merged into one call.
     """
 
-    def __init__(self, redis: RedisClient, timeout: float = 10.0) -> None:
+    def __init__(self, redis: RedisClient, timeout: float = 10.0, *, max_links: int = 4) -> None:
         self.redis = redis
         self.timeout = timeout
         # one Redis: the lean path; a cluster routes (and follows MOVED) in redis-py
-        self._lane = Lane(redis) if isinstance(redis, Redis) else None
+        self._lane = (
+            Lane(redis, max_links=max_links, stall_timeout=max(timeout, 2.0))
+            if isinstance(redis, Redis)
+            else None
+        )
+        self._loading: asyncio.Future[None] | None = None
+        # per queue: the id of a claim whose outcome is unknown, sent again by the next
+        self._claim_ids: dict[str, str] = {}
+
+    @property
+    def lane(self) -> Lane | None:
+        return self._lane
+
+    async def aclose(self) -> None:
+        if self._lane is not None:
+            await self._lane.aclose()
 
     async def load(self, *, worker: bool = False) -> None:
-        """worker: refuse aioqueue.testing's build (see TESTING_LIBRARY)."""
+        """Loads the library; concurrent callers share one load (a restart makes
+        every call in flight meet "Function not found" at once).
+
+        worker: refuse aioqueue.testing's build (see TESTING_LIBRARY)."""
+        if self._loading is not None and not worker:
+            await asyncio.shield(self._loading)
+            return
+        loading = self._loading = asyncio.get_running_loop().create_future()
+        try:
+            await self._load(worker)
+            loading.set_result(None)
+        except BaseException as exc:
+            loading.set_exception(exc)
+            loading.exception()  # retrieved: a load nobody else awaited is not an error
+            raise
+        finally:
+            if self._loading is loading:
+                self._loading = None
+
+    async def _load(self, worker: bool) -> None:
         try:
             with anyio.fail_after(self.timeout):
                 if isinstance(self.redis, RedisCluster):
                     await load_library(self.redis, LIBRARY)  # on every primary
+                elif self._lane is not None:
+                    await self._lane.call("FUNCTION", "LOAD", LIBRARY, timeout=self.timeout)
                 else:
                     await self.redis.function_load(LIBRARY, replace=False)
         except TimeoutError:
@@ -132,33 +172,105 @@ class Scripts:
                 " started by aioqueue.testing.run_worker may run on it"
             ) from None
 
-    async def _fcall(self, name: str, queue: str, args: tuple[Any, ...]) -> Any:
-        if self._lane is not None:
-            return await self._lane.call("FCALL", _FN + name, 1, queue_prefix(queue), *args)
-        return await self.redis.fcall(_FN + name, 1, queue_prefix(queue), *args)
-
-    async def _call(self, name: str, queue: str, *args: Any) -> Any:
+    async def _call(
+        self,
+        name: str,
+        queue: str,
+        *args: Any,
+        idempotent: bool = True,
+        sent: list[int] | None = None,
+    ) -> Any:
+        """idempotent: the call may be sent again when its connection is lost before
+        the reply (one that is not raises ``RedisUnavailable`` instead).
+        sent: a number is appended for each time the call was sent again."""
+        lane = self._lane
+        command = ("FCALL", _FN + name, 1, queue_prefix(queue), *args)
         try:
-            # asyncio's own timeout: half the cost of an anyio cancel scope on the
-            # hottest call there is (redis-py ties us to asyncio anyway)
-            async with asyncio.timeout(self.timeout):
+            if lane is not None:
+                # the lane keeps the deadline: no timer per call on the hottest path
                 try:
-                    return await self._fcall(name, queue, args)
+                    return await lane.call(
+                        *command, idempotent=idempotent, timeout=self.timeout, sent=sent
+                    )
                 except ResponseError as exc:
                     if "Function not found" not in str(exc):
                         raise
                 await self.load()
-                return await self._fcall(name, queue, args)
+                return await lane.call(
+                    *command, idempotent=idempotent, timeout=self.timeout, sent=sent
+                )
+            async with asyncio.timeout(self.timeout):
+                try:
+                    return await self.redis.execute_command(*command)
+                except ResponseError as exc:
+                    if "Function not found" not in str(exc):
+                        raise
+                await self.load()
+                return await self.redis.execute_command(*command)
         except ResponseError as exc:
             if isinstance(exc, UNAVAILABLE):  # CLUSTERDOWN, TRYAGAIN: retried by callers
                 raise
             raise _refusal(name, exc) from None
         except TimeoutError:
-            raise RedisUnavailable(f"Redis did not answer {name} within {self.timeout}s") from None
+            raise RedisUnavailable(self._late(name)) from None
         except RuntimeError as exc:
             if not closed_transport(exc):
                 raise
             raise RedisUnavailable(f"the link to Redis closed during {name}") from exc
+
+    def _late(self, name: str) -> str:
+        why = self._lane.last_error if self._lane is not None else ""
+        return f"Redis did not answer {name} within {self.timeout}s" + (
+            f" (last error: {why})" if why else ""
+        )
+
+    async def _merged(
+        self,
+        name: str,
+        queue: str,
+        head: tuple[Any, ...],
+        item: tuple[Any, ...],
+        width: int,
+        sent: list[int] | None = None,
+    ) -> Any:
+        """One item of a call that concurrent callers share (see ``Lane.call_merged``);
+        its slice of the reply. Off the lane (a cluster) the item goes alone."""
+        lane = self._lane
+        if lane is None:
+            out = await self._call(name, queue, *head, *item)
+            return out[0] if width == 1 else out
+        prefix = queue_prefix(queue)
+        command = ("FCALL", _FN + name, 1, prefix, *head)
+        try:
+            for _ in range(2):
+                try:
+                    return await lane.call_merged(
+                        (name, prefix, *head), command, item, width, timeout=self.timeout, sent=sent
+                    )
+                except MergedFailure as failed:
+                    error, alone = failed.error, False
+                except ResponseError as exc:
+                    error, alone = exc, True
+                if "Function not found" in str(error):
+                    await self.load()
+                    continue
+                if isinstance(error, UNAVAILABLE):  # CLUSTERDOWN, TRYAGAIN, LOADING...
+                    raise error
+                if not isinstance(error, ResponseError):
+                    raise error
+                # this item's own refusal, or one that concerns every item (OOM, QUEUEFULL)
+                if (
+                    alone
+                    or isinstance(error, OutOfMemoryError)
+                    or str(error).startswith("QUEUEFULL")
+                ):
+                    raise _refusal(name, error) from None
+                break
+        except TimeoutError:
+            raise RedisUnavailable(self._late(name)) from None
+        # another item may have failed the merged call: this one alone decides
+        out = await self._call(name, queue, *head, *item, sent=sent)
+        return out[0] if width == 1 else out
 
     async def enqueue(
         self,
@@ -167,6 +279,7 @@ class Scripts:
         max_length: int = 0,
         *,
         replicated: float | None = None,
+        fresh_ids: bool = False,
     ) -> list[str]:
         """jobs: (id, payload, delay_ms, at_ms, lock). Returns 'new' or the existing status.
 
@@ -177,12 +290,22 @@ class Scripts:
         queued and scheduled jobs plus the batch would exceed it.
         replicated: seconds to wait for one replica to acknowledge the write;
         ``NotReplicated`` when none did.
+        fresh_ids: the ids were made up for this call, so a job found under one
+        after the call was sent again (a lost link) is the one it stored: 'new'.
         """
+        sent: list[int] = []
+        if replicated is None and max_length == 0 and len(jobs) == 1:
+            # concurrent single enqueues to one queue become one call (an id
+            # already stored is not stored twice, so a lost link retries it)
+            status: bytes = await self._merged("enqueue", queue, (0,), jobs[0], 1, sent)
+            return ["new" if sent and fresh_ids else status.decode()]
         flat: list[Any] = [max_length]
         for job in jobs:
             flat.extend(job)
         if replicated is None:
-            out = await self._call("enqueue", queue, *flat)
+            out = await self._call("enqueue", queue, *flat, sent=sent)
+            if sent and fresh_ids:
+                return ["new"] * len(out)
         else:
             out, acked = await self._call_and_wait("enqueue", queue, replicated, *flat)
             if acked < 1:
@@ -248,7 +371,14 @@ class Scripts:
         must not add up to a millisecond of rounding to it. What the call set
         aside (and earlier calls of any Function did) is logged here.
         """
-        out = await self._call("claim", queue, n, worker, lease_ms, promote_limit)
+        # a claim sent again after a lost reply returns the same deliveries (see the
+        # Lua claim); so does the next claim after one whose outcome is unknown
+        claim_id = self._claim_ids.pop(queue, None) or secrets.token_hex(8)
+        try:
+            out = await self._call("claim", queue, n, worker, lease_ms, promote_limit, claim_id)
+        except BaseException:
+            self._claim_ids[queue] = claim_id
+            raise
         wait_us, promoted, reaped, news = int(out[0]), int(out[1]), int(out[2]), int(out[3])
         first = 4 + news
         lines = list(out[4:first])
@@ -303,21 +433,47 @@ class Scripts:
         await self._call("deregister", queue, worker)
 
     async def abort(self, queue: str, job_id: str, ttl_ms: int) -> str | None:
-        out = await self._call("abort", queue, job_id, ttl_ms)
+        # not sent twice: a second abort would report the first one's 'aborted'
+        out = await self._call("abort", queue, job_id, ttl_ms, idempotent=False)
         return out.decode() if out else None
 
     async def watch(self, queue: str, job_id: str, client: str) -> tuple[str, bytes]:
-        status, blob = await self._call("watch", queue, job_id, client)
+        """The job's state, and ``client`` registered as its waiter unless it ended."""
+        status, blob = await self._merged("watch", queue, (client,), (job_id,), 2)
         return status.decode(), blob
+
+    async def watch_many(
+        self, queue: str, job_ids: list[str], client: str
+    ) -> list[tuple[str, bytes]]:
+        """``watch`` of many jobs in one call: (status, blob) per id, in order."""
+        out = await self._call("watch", queue, client, *job_ids)
+        return [(out[i].decode(), out[i + 1]) for i in range(0, len(out), 2)]
+
+    async def unwatch(self, queue: str, job_ids: list[str], client: str) -> int:
+        """Forgets ``client`` as a waiter of these jobs; how many it waited for."""
+        if not job_ids:
+            return 0
+        return sum(int(x) for x in await self._call("unwatch", queue, client, *job_ids))
+
+    async def read(self, *command: Any) -> Any:
+        """One plain command (a read of one key) with the same deadline as a call."""
+        try:
+            if self._lane is not None:
+                return await self._lane.call(*command, timeout=self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await self.redis.execute_command(*command)
+        except TimeoutError:
+            raise RedisUnavailable(self._late(str(command[0]))) from None
 
     async def quarantine(self, queue: str, job_id: str, token: str, reason: str) -> bool:
         return bool(await self._call("quarantine", queue, job_id, token, reason))
 
+    # not sent twice: a second send would count 0 for the jobs the first one moved
     async def requeue(self, queue: str, ids: list[str]) -> int:
-        return int(await self._call("requeue", queue, *ids)) if ids else 0
+        return int(await self._call("requeue", queue, *ids, idempotent=False)) if ids else 0
 
     async def purge(self, queue: str, ids: list[str]) -> int:
-        return int(await self._call("purge", queue, *ids)) if ids else 0
+        return int(await self._call("purge", queue, *ids, idempotent=False)) if ids else 0
 
     async def cron_fire(
         self, queue: str, name: str, tick_ms: int, job_id: str, payload: bytes, lock: str

@@ -249,6 +249,7 @@ class Worker:
                 assert isinstance(self._redis, Redis) and isinstance(self._block_redis, Redis)
                 self._waker = WakeWaiter(self._block_redis, self._redis, IDLE_WAIT)
             self.scripts = Scripts(self._redis)
+            stack.push_async_callback(self.scripts.aclose)  # its connections are its own
             await self._connect()
             for hook in self.on_startup:
                 await hook(self.state)

@@ -51,7 +51,8 @@ SIZES: dict[str, dict[str, int]] = {
         "windows": 1,
     },
 }
-SCENARIOS = ["enqueue", "bulk", "sleep", "latency", "cpu", "backlog"]
+SCENARIOS = ["enqueue", "concurrent", "bulk", "sleep", "latency", "cpu", "backlog"]
+CONCURRENT = 100  # coroutines enqueueing at once on one client (a web app's requests)
 FILL_WINDOW = 200  # single enqueues in flight while pre-filling a queue (not timed)
 BULK_BATCH = 1_000
 LAT_WARM = 1_000_000  # ids of warm-up jobs, apart from measured ones
@@ -254,6 +255,38 @@ class Driver:
             await ad.close()
         self.emit("a_enqueue", "jobs/s", n / dt, "jobs/s", n=n)
         await self.consume("c_noop_1p", n, 1, 100)
+
+    async def sc_concurrent(self) -> None:
+        """(a2) the same number of awaited enqueues from 100 coroutines on one client."""
+        n = self.s["enq"]
+        await self.reset()
+        ad = await self.adapter()
+        errors = 0
+
+        async def producer(ids: range) -> None:
+            nonlocal errors
+            for i in ids:
+                try:
+                    await ad.enqueue("noop", i)
+                except Exception as exc:
+                    errors += 1
+                    if errors == 1:
+                        log(f"{self.lib}: concurrent enqueue failed: {exc!r}")
+
+        per = n // CONCURRENT
+        try:
+            t0 = time.perf_counter()
+            await asyncio.gather(
+                *(producer(range(k * per, (k + 1) * per)) for k in range(CONCURRENT))
+            )
+            dt = time.perf_counter() - t0
+        finally:
+            await ad.close()
+        done = per * CONCURRENT - errors
+        self.emit(
+            "a2_concurrent", "jobs/s", done / dt, "jobs/s", n=per * CONCURRENT, errors=errors,
+            coroutines=CONCURRENT,
+        )  # fmt: skip
 
     async def sc_bulk(self) -> None:
         """(b) bulk enqueue, then (d) those jobs on two worker processes."""

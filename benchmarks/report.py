@@ -16,6 +16,8 @@ from typing import Any
 LIBS = ["aioqueue", "arq", "saq", "streaq", "taskiq"]
 ROWS = [
     ("a_enqueue", "jobs/s", "(a) single awaited enqueue", "jobs/s"),
+    ("a2_concurrent", "jobs/s", "(a2) awaited enqueue, 100 concurrent coroutines", "jobs/s"),
+    ("a2/a", "ratio", "(a2)/(a) concurrency gain", "x"),
     ("b_bulk", "jobs/s", "(b) bulk enqueue", "jobs/s"),
     ("c_noop_1p", "jobs/s", "(c) no-op, 1 process, concurrency 100", "jobs/s"),
     ("d_noop_2p", "jobs/s", "(d) no-op, 2 processes", "jobs/s"),
@@ -35,7 +37,11 @@ ROWS = [
     ("i/c", "ratio", "(i)/(c) backlog vs empty queue", "x"),
     ("j_memory", "bytes/job", "(j) Redis memory per queued job", "bytes ↓"),
 ]
-DERIVED = {"d/c": ("d_noop_2p", "c_noop_1p"), "g2/g1": ("g_cpu_2p", "g_cpu_1p")}
+DERIVED = {
+    "d/c": ("d_noop_2p", "c_noop_1p"),
+    "g2/g1": ("g_cpu_2p", "g_cpu_1p"),
+    "a2/a": ("a2_concurrent", "a_enqueue"),
+}
 
 
 def fmt(v: float) -> str:
@@ -103,6 +109,8 @@ def render(*paths: Path) -> str:
             errors.append(f"{lib} {r['scenario']} rep {r.get('rep')}: {r['error']}")
         elif r.get("value") is not None:
             vals[key][lib][r.get("rep", 0)].append(float(r["value"]))
+        if r.get("errors"):
+            errors.append(f"{lib} {r['scenario']} rep {r.get('rep')}: {r['errors']} calls failed")
         c = checks[lib]
         for k in ("missing", "duplicates", "waits_failed"):
             if isinstance(r.get(k), int) and not (

@@ -134,7 +134,8 @@ def main() -> None:
                 for lib in order:
                     # the backlog build is long: once per run, measured in several windows
                     scenarios = args.scenarios or (
-                        "enqueue,bulk,sleep,latency,cpu" + (",backlog" if rep == 0 else "")
+                        "enqueue,concurrent,bulk,sleep,latency,cpu"
+                        + (",backlog" if rep == 0 else "")
                     )
                     cmd = [str(VENVS[lib] / "bin" / "python"), str(HERE / "driver.py")]
                     cmd += ["--lib", lib, "--url", redis.url, "--rep", str(rep)]

@@ -94,6 +94,21 @@ async def test_round_trip_on_queues_in_different_slots(redis_cluster: LocalClust
         assert info.status is JobStatus.COMPLETE
 
 
+async def test_results_of_many_queues_share_one_subscriber_per_node(
+    redis_cluster: LocalCluster,
+) -> None:
+    url = redis_cluster.url
+    names = [f"m-{secrets.token_hex(4)}" for _ in range(12)]
+    async with Queue(url, name=names[0]) as queue, running(make_worker(url, names)):
+        jobs = [await queue.enqueue(tasks.add.options(queue=n), i, 1) for i, n in enumerate(names)]
+        assert [await job.result(timeout=10) for job in jobs] == list(range(1, 13))
+        waiter = queue.waiter
+        primaries = {redis_cluster.primary_for(queue_prefix(n)).port for n in names}
+        assert len(primaries) > 1
+        # one shard-channel subscriber per node that owns a queue, not one per queue
+        assert getattr(waiter, "subscribers", None) == len(primaries)
+
+
 async def test_fcall_is_routed_without_asking_the_server_for_keys(
     redis_cluster: LocalCluster,
 ) -> None:

@@ -24,6 +24,7 @@ EXPECTED = {
     "NotReplicated",
     "PayloadTooLarge",
     "Queue",
+    "QueueClosed",
     "QueueFull",
     "RedisOutOfMemory",
     "RedisRefused",
@@ -69,6 +70,7 @@ def test_every_error_has_the_common_base() -> None:
                 "Unavailable",
                 "TimedOut",
                 "Full",
+                "Closed",
                 "Large",
                 "Memory",
             )

@@ -331,6 +331,7 @@ async def test_an_error_reply_in_the_claim_loop_is_logged_counted_and_backed_off
     admin = aioredis.from_url(redis_url)
     patterns = [f"{prefix}{k}" for k in ("ready", "active", "wake", "seq", "stats", "dead")]
     patterns += [prefix, f"{prefix}j:*", f"{prefix}tput:*", f"{prefix}garbage*", f"{prefix}w*"]
+    patterns += [f"{prefix}claimed:*"]  # each worker's last claim, for a claim sent again
     await admin.acl_setuser(
         user, enabled=True, passwords=["+pw"], keys=patterns, channels=["*"], commands=["+@all"]
     )

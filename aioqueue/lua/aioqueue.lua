@@ -13,7 +13,8 @@ A job is a hash at `<prefix>j:<id>`:
   k  token of the current delivery (set by claim, checked by every change)
   w  worker holding the current delivery
   q / st / et / due  enqueued, started, ended, due times (ms, Redis clock)
-  r  result bytes, e  error bytes, wt  waiting clients
+  r  result bytes, e  error bytes
+  wt  how many clients wait for the job's end; wt:<client>  one per waiting client
   ab abort requested: the ttl (ms) the aborted job's record gets
   u  lock the job must hold to run: mode ('w' wait | 'd' drop) then lock name
 
@@ -240,20 +241,36 @@ local function signal(prefix)
   end
 end
 
--- Publishes the end of a job to the clients waiting for it (``waiters`` is
--- the job's `wt` field, read by the caller with the fields it needed anyway).
+-- Publishes the end of a job to the clients waiting for it and forgets them
+-- (``waiters`` is the job's `wt` field, read by the caller with the fields it
+-- needed anyway: the count of `wt:<client>` fields; before them, a list of ids).
 -- A client id 's:<id>' is a cluster client: its channel is sharded and lives
 -- in this queue's slot, so the message stays in this shard (no bus broadcast).
 local function notify(prefix, id, jkey, status, blob, waiters)
-  if waiters then
-    local queue = string.sub(prefix, 5, -3) -- 'aq:{' .. name .. '}:'
-    local msg = queue .. '\0' .. id .. '\0' .. status .. '\0' .. (blob or '')
-    for cid in string.gmatch(waiters, '%S+') do
-      if string.sub(cid, 1, 2) == 's:' then
-        redis.call('SPUBLISH', prefix .. 'client:' .. string.sub(cid, 3), msg)
-      else
-        redis.call('PUBLISH', 'aq:client:' .. cid, msg)
+  if not waiters then return end
+  local clients = {}
+  if tonumber(waiters) then
+    local fields = {}
+    for _, field in ipairs(redis.call('HKEYS', jkey)) do
+      if string.sub(field, 1, 3) == 'wt:' then
+        fields[#fields + 1] = field
+        clients[#clients + 1] = string.sub(field, 4)
       end
+    end
+    for i = 1, #fields, 2000 do
+      redis.call('HDEL', jkey, unpack(fields, i, math.min(i + 1999, #fields)))
+    end
+  else
+    for cid in string.gmatch(waiters, '%S+') do clients[#clients + 1] = cid end
+  end
+  redis.call('HDEL', jkey, 'wt')
+  local queue = string.sub(prefix, 5, -3) -- 'aq:{' .. name .. '}:'
+  local msg = queue .. '\0' .. id .. '\0' .. status .. '\0' .. (blob or '')
+  for _, cid in ipairs(clients) do
+    if string.sub(cid, 1, 2) == 's:' then
+      redis.call('SPUBLISH', prefix .. 'client:' .. string.sub(cid, 3), msg)
+    else
+      redis.call('PUBLISH', 'aq:client:' .. cid, msg)
     end
   end
 end
@@ -519,10 +536,57 @@ local function next_seq(prefix, now)
   return seq
 end
 
+-- A claim whose reply was lost (its link dropped) and that the worker sends
+-- again must hand back the same deliveries, not take new ones: those would be
+-- leased to nobody until their lease ran out. So each claim carries an id, and
+-- the last claim of each worker on this queue is kept for one lease as
+-- '<claim id> <job id> <token> ...'. A replay hands back those still active
+-- under their token, in claim's reply layout.
+local function replay_claim(prefix, worker, cid)
+  local key = prefix .. 'claimed:' .. worker
+  local got = redis.pcall('GET', key)
+  if type(got) == 'table' and got['err'] then
+    -- before any write: a refusal (an ACL without this key) fails the claim whole
+    if not content_error(got['err']) then error(got) end
+    set_aside(prefix, key, 'a ' .. redis.call('TYPE', key)['ok'] .. ' where a claim record belongs')
+    return nil
+  end
+  if not got or string.sub(got, 1, #cid + 1) ~= cid .. ' ' then return nil end
+  local parts = {}
+  for part in string.gmatch(got, '%S+') do parts[#parts + 1] = part end
+  local out = {0, 0, 0, 0}
+  for i = 2, #parts - 1, 2 do
+    local id, token = parts[i], parts[i + 1]
+    local f = read_job(prefix, prefix .. 'j:' .. id, {'s', 'k', 'a', 'l', 'd', 'u'})
+    if f and f[1] == 'active' and f[2] == token then
+      out[#out + 1] = id
+      out[#out + 1] = token
+      out[#out + 1] = tonumber(f[3] or 0)
+      out[#out + 1] = tonumber(f[4] or 0)
+      out[#out + 1] = f[5] or ''
+      out[#out + 1] = f[6] or ''
+    end
+  end
+  out[1] = next_event(prefix)
+  return out
+end
+
+-- jobs: claim's six values per delivery (id, token first)
+local function remember_claim(prefix, worker, cid, jobs, lease)
+  lease = math.floor(lease)
+  if #jobs == 0 or lease < 1 then return end -- SET PX refuses 0: nothing may fail after writes
+  local parts = {cid}
+  for i = 1, #jobs, 6 do
+    parts[#parts + 1] = jobs[i]
+    parts[#parts + 1] = jobs[i + 1]
+  end
+  kcall(prefix, 'SET', prefix .. 'claimed:' .. worker, table.concat(parts, ' '), 'PX', lease)
+end
+
 -- Job fields claim reads, checked (read_job) before it changes anything.
 local CLAIM_FIELDS = {'s', 'a', 'l', 'd', 'u', 'ab'}
 
---[[ claim(prefix; n, worker, lease_ms, promote_limit)
+--[[ claim(prefix; n, worker, lease_ms, promote_limit, claim_id)
 Returns {wait_us, promoted, reaped, k, <k set-aside lines>,
 id1, token1, attempt1, lost1, payload1, lock1, ...}. wait_us is how long (in
 microseconds) an idle worker may block before something (a due job, an expired
@@ -537,6 +601,11 @@ local function claim(keys, args)
   local n, worker, lease = tonumber(args[1]), args[2], tonumber(args[3])
   local limit = tonumber(args[4])
   if not (n and lease and limit) then return redis.error_reply('ERR claim: malformed arguments') end
+  local cid = args[5] or ''
+  if cid ~= '' then
+    local again = replay_claim(prefix, worker, cid)
+    if again then return again end
+  end
   local now = now_ms()
   local promoted, reaped = promote_and_reap(prefix, now, limit)
   local ready = prefix .. 'ready'
@@ -590,6 +659,7 @@ local function claim(keys, args)
   else
     kcall(prefix, 'LTRIM', prefix .. 'wake', 1, 0) -- empties it; a planted value is set aside
   end
+  if cid ~= '' then remember_claim(prefix, worker, cid, jobs, lease) end
   local out = {next_event(prefix), promoted, reaped, 0}
   local news = kcall(prefix, 'LPOP', prefix .. 'garbage:new', 100) or {}
   out[4] = #news
@@ -818,22 +888,62 @@ local function abort(keys, args)
   return status
 end
 
---[[ watch(prefix; id, client)
-Registers the client as waiting for the job unless it has already ended.
-Returns {status, blob}; status 'missing' when no such job is stored. ]]
+--[[ watch(prefix; client, id ...)
+Registers the client as waiting for each job unless it has already ended:
+one `wt:<client>` field and the `wt` count, so a watch costs the same however
+many clients wait. Returns {status, blob} per id; status 'missing' when no
+such job is stored (or it does not parse: it was set aside). ]]
 local function watch(keys, args)
-  local prefix, id, client = keys[1], args[1], args[2]
-  local jkey = prefix .. 'j:' .. id
-  local held = job_fields(prefix, jkey, 's', 'r', 'e', 'wt')
-  local status = held[1]
-  if not status then return {'missing', ''} end
-  if status == 'complete' then return {status, held[2] or ''} end
-  if status == 'failed' or status == 'aborted' then return {status, held[3] or ''} end
-  local waiters = held[4] or ''
-  if not string.find(' ' .. waiters .. ' ', ' ' .. client .. ' ', 1, true) then
-    redis.call('HSET', jkey, 'wt', waiters .. ' ' .. client)
+  local prefix, client = keys[1], args[1]
+  local field = 'wt:' .. client
+  local out = {}
+  for i = 2, #args do
+    local jkey = prefix .. 'j:' .. args[i]
+    local held = read_job(prefix, jkey, {'s', 'r', 'e', 'wt'})
+    local status = held and held[1]
+    local blob = ''
+    if not status then
+      status = 'missing'
+    elseif status == 'complete' then
+      blob = held[2] or ''
+    elseif status == 'failed' or status == 'aborted' then
+      blob = held[3] or ''
+    elseif redis.call('HSETNX', jkey, field, 1) == 1 then
+      local count = tonumber(held[4])
+      if held[4] and not count then
+        -- the space-separated list an earlier version kept: one field each now
+        count = 0
+        for cid in string.gmatch(held[4], '%S+') do
+          count = count + redis.call('HSETNX', jkey, 'wt:' .. cid, 1)
+        end
+      end
+      redis.call('HSET', jkey, 'wt', (count or 0) + 1)
+    end
+    out[#out + 1] = status
+    out[#out + 1] = blob
   end
-  return {status, ''}
+  return out
+end
+
+--[[ unwatch(prefix; client, id ...)
+The client stopped waiting (timed out, or closed): forget it. Returns 1 per id
+it was registered for, else 0. ]]
+local function unwatch(keys, args)
+  local prefix, field = keys[1], 'wt:' .. args[1]
+  local out = {}
+  for i = 2, #args do
+    local jkey = prefix .. 'j:' .. args[i]
+    local held = job_fields(prefix, jkey, field, 'wt')
+    if held[1] then
+      redis.call('HDEL', jkey, field)
+      local left = (tonumber(held[2]) or 1) - 1
+      if left > 0 then redis.call('HSET', jkey, 'wt', left) else redis.call('HDEL', jkey, 'wt') end
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+  return out
 end
 
 --[[ quarantine(prefix; id, token, reason)
@@ -916,5 +1026,6 @@ register('heartbeat', heartbeat, DRAIN)
 register('deregister', deregister, DRAIN)
 register('abort', abort, DRAIN)
 register('watch', watch, DRAIN)
+register('unwatch', unwatch, DRAIN)
 register('quarantine', quarantine, DRAIN)
 register('purge', purge, DRAIN)

@@ -4,15 +4,15 @@
     GET  /jobs/{id}/result?timeout=5              -> 200 result | 202 still running | 404
     GET  /jobs/{id}/events                        -> text/event-stream until the job ends
 
-One ``Queue`` per app, opened in the lifespan: every request shares its
-connection pool and its single pub/sub connection for results, so awaiting a
-result never polls Redis.
+One ``Queue`` per app, opened in the lifespan: every request shares its few
+pipelined connections and its single pub/sub connection for results, so the
+app holds the same connections at any load, and awaiting a result never polls
+Redis. Closing it (at shutdown) ends the awaits still pending (``QueueClosed``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +22,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from aioqueue import Job, JobAborted, JobFailed, JobNotFound, Queue, ResultTimeout
-from aioqueue.connection import DEFAULT_URL
 from examples.fastapi_app.tasks import broken_report, build_report
 
 
@@ -39,8 +38,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = redis_url or os.environ.get("AIOQUEUE_REDIS_URL", DEFAULT_URL)
-        async with Queue(url, name=queue_name) as queue:
+        # no URL: the Queue reads AIOQUEUE_REDIS_URL (else the local default)
+        async with Queue(redis_url, name=queue_name) as queue:
             app.state.queue = queue
             yield
 

@@ -14,17 +14,23 @@ class ChaosProxy:
         self._conns: set[asyncio.StreamWriter] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        # per connection: (client -> server flows, server -> client flows)
+        self._frozen: dict[asyncio.StreamWriter, tuple[asyncio.Event, asyncio.Event]] = {}
         self.cuts = 0
         self.stalls = 0
+        self.accepted = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, alive: asyncio.Event
+    ) -> None:
         try:
             while data := await reader.read(65536):
                 await self._flowing.wait()  # a stall holds bytes back, the link stays open
+                await alive.wait()  # a frozen link never forwards again, and never closes
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -38,12 +44,20 @@ class ChaosProxy:
         except OSError:
             writer.close()
             return
+        self.accepted += 1
         self._conns.update((writer, up_writer))
+        requests, replies = asyncio.Event(), asyncio.Event()
+        requests.set()
+        replies.set()
+        self._frozen[writer] = (requests, replies)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, up_writer, requests), self._pipe(up_reader, writer, replies)
+            )
         finally:
             self._conns.discard(writer)
             self._conns.discard(up_writer)
+            self._frozen.pop(writer, None)
 
     def cut(self) -> None:
         """Drops every open connection at once."""
@@ -51,6 +65,17 @@ class ChaosProxy:
         for writer in list(self._conns):
             with contextlib.suppress(Exception):
                 writer.transport.abort()
+
+    def freeze(self, *, replies_only: bool = False) -> int:
+        """Every open connection stops forwarding for good, without a FIN or a reset
+        (a NAT or firewall that forgot the flow); new connections flow. Returns how
+        many were frozen. replies_only: requests still reach Redis, answers never
+        come back (a command that ran, its reply lost)."""
+        for requests, replies in self._frozen.values():
+            replies.clear()
+            if not replies_only:
+                requests.clear()
+        return len(self._frozen)
 
     async def stall(self, seconds: float) -> None:
         """Holds all traffic for ``seconds`` without closing anything."""
