@@ -202,9 +202,23 @@ async def test_result_timeout_and_missing_job(queue: Queue) -> None:
 async def test_result_not_stored_still_reaches_waiters(
     queue: Queue, redis_url: str, queue_name: str
 ) -> None:
-    async with running(make_worker(redis_url, queue_name)):
-        job = await queue.enqueue(tasks.add.options(result_ttl=0), 20, 1)
-        assert await job.result(timeout=5) == 21
+    # only a client already waiting when the job ends sees it: wait first, then run
+    job = await queue.enqueue(tasks.add.options(result_ttl=0), 20, 1)
+    results: list[int] = []
+    done = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def wait() -> None:
+            results.append(await job.result(timeout=5))
+            done.set()
+
+        tg.start_soon(wait)
+        await anyio.wait_all_tasks_blocked()  # its watch is sent
+        await job.status()  # behind the watch on the Queue's connection: it is registered
+        async with running(make_worker(redis_url, queue_name)):
+            with anyio.fail_after(5):
+                await done.wait()
+    assert results == [21]
     assert not await queue.redis.exists(QueueKeys(queue_name).job(job.id))
 
 
