@@ -79,6 +79,12 @@ class CronJob:
         assert self.interval_ms is not None
         return f"every {self.interval_ms / 1000:g}s"
 
+    @property
+    def definition(self) -> str:
+        """What decides the ticks: the schedule and its zone. Two workers with one
+        name and different definitions are a changed schedule (see ``cron_define``)."""
+        return f"{self.schedule} {self.timezone}"
+
     def queue(self, default: str) -> str:
         return self.task.defaults.queue or default
 

@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
@@ -248,11 +249,15 @@ class ResultTimeout(JobError, TimeoutError):
 
 
 class Retry(Exception):
-    """Raise from a task to run it again after ``defer`` seconds (default: the backoff).
+    """Raise from a task to run it again after ``defer`` (seconds or a timedelta; default:
+    the backoff). The attempt counts towards the task's ``max_attempts``.
 
-    The attempt counts towards the task's ``max_attempts``.
+    A ``defer`` that is not a finite number of seconds, 0 or more, fails the job
+    at once with a ``ConfigurationError`` (asking again would ask the same).
     """
 
-    def __init__(self, defer: float | None = None) -> None:
+    def __init__(self, defer: float | timedelta | None = None) -> None:
+        if isinstance(defer, timedelta):
+            defer = defer.total_seconds()
         super().__init__(f"retry requested (defer={defer})")
         self.defer = defer

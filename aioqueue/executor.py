@@ -11,7 +11,6 @@ import contextlib
 import functools
 import random
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,9 @@ import structlog
 
 from aioqueue import signing
 from aioqueue.context import JobContext, _current
+from aioqueue.durations import count, seconds
 from aioqueue.errors import (
+    ConfigurationError,
     JobAborted,
     MalformedJobError,
     PayloadTooLarge,
@@ -28,10 +29,12 @@ from aioqueue.errors import (
     SerializationError,
     UnknownTaskError,
 )
-from aioqueue.job import ErrorInfo, decode_envelope, encode_error
+from aioqueue.failures import DEFAULT_MAX_ERROR_SIZE, ErrorRecords, describe, log_text, valid_text
+from aioqueue.job import Envelope, decode_envelope
 from aioqueue.scripts import Claimed
 from aioqueue.serializers import Serializer
 from aioqueue.task import Task
+from aioqueue.threads import ThreadPool
 
 log = structlog.get_logger("aioqueue.worker")
 
@@ -69,16 +72,6 @@ class Outcome:
 RELEASE = Outcome("release")
 
 
-def error_info(exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
-    cls = type(exc)
-    return ErrorInfo(
-        type=f"{cls.__module__}.{cls.__qualname__}",
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
-        timed_out=timed_out,
-    )
-
-
 @dataclass(slots=True)
 class Defaults:
     """Worker-wide defaults for options neither the job nor its task set."""
@@ -86,6 +79,12 @@ class Defaults:
     timeout: float = 300.0
     max_attempts: int = 3
     result_ttl: float = 3600.0
+
+
+def _ttl_ms(ttl_s: float) -> int:
+    if ttl_s < 0:
+        return -1
+    return max(int(ttl_s * 1000), 0 if ttl_s == 0 else 1)
 
 
 class Executor:
@@ -96,21 +95,40 @@ class Executor:
         defaults: Defaults,
         worker_id: str,
         state: dict[str, Any],
-        thread_limiter: anyio.CapacityLimiter,
+        threads: ThreadPool,
         signing_key: signing.SigningKeys | None = None,
         max_result_size: int | None = None,
+        max_error_size: int | None = DEFAULT_MAX_ERROR_SIZE,
     ) -> None:
         self.tasks = tasks
         self.serializer = serializer
         self.defaults = defaults
         self.worker_id = worker_id
         self.state = state
-        self.thread_limiter = thread_limiter
+        self.threads = threads
         self.signer = signing.Signer(signing_key) if signing_key is not None else None
         self.max_result_size = max_result_size
+        self.errors = ErrorRecords(max_error_size)
 
     async def run(self, running: Running) -> Outcome | None:
-        """The outcome to record, or None when the delivery is no longer ours."""
+        """The outcome to record, or None when the delivery is no longer ours.
+
+        Never raises (cancellation aside): whatever goes wrong while running or
+        recording one job is that job's failure, never the worker's.
+        """
+        try:
+            return await self._run(running)
+        except Exception as exc:
+            return self._broken(running.job, exc)
+
+    def _broken(self, job: Claimed, exc: Exception) -> Outcome:
+        # a case no check foresaw: the job fails, saying what happened, and the worker goes on
+        info = self.errors.info(exc)
+        with contextlib.suppress(Exception):
+            log.error("job.outcome_error", job_id=job.id, queue=job.queue, error=log_text(info))
+        return Outcome("failed", self.errors.encoded(info))
+
+    async def _run(self, running: Running) -> Outcome | None:
         job = running.job
         try:
             raw = job.payload
@@ -118,27 +136,26 @@ class Executor:
                 raw = self.signer.verify(raw, queue=job.queue, job_id=job.id, lock=job.lock)
             envelope = decode_envelope(raw)
         except MalformedJobError as exc:
-            log.error("job.malformed", job_id=job.id, queue=job.queue, error=str(exc))
-            return Outcome("quarantine", str(exc).encode())
+            reason = valid_text(describe(exc))
+            log.error("job.malformed", job_id=job.id, queue=job.queue, error=reason)
+            return Outcome("quarantine", reason.encode())
         task = self.tasks.get(envelope.task)
-        ttl_s = envelope.result_ttl
-        if task is not None and ttl_s is None:
-            ttl_s = task.defaults.result_ttl
-        ttl_ms = self._ttl_ms(ttl_s)
+        # options come from Redis, written by any producer: checked like an enqueue's
+        try:
+            ttl_ms = self._ttl_ms(envelope, task)
+        except ConfigurationError as exc:
+            return self._dead(job, envelope.task, exc, -1)
         if task is None or task.fn is None:
             unknown = UnknownTaskError(f"no task named {envelope.task!r} in this worker")
             return self._dead(job, envelope.task, unknown, ttl_ms)
-        max_attempts = (
-            envelope.max_attempts or task.defaults.max_attempts or self.defaults.max_attempts
-        )
         # on the delivery after the max_lost-th loss (a loss is known only once it happened)
         if job.lost >= max(task.max_lost, 1):
             return self._dead(job, task.name, WorkerLost(job.lost), ttl_ms)
         try:
+            timeout, max_attempts = self._limits(envelope, task)
             args, kwargs = self.serializer.loads(envelope.data)
-        except (SerializationError, TypeError, ValueError) as bad_args:
-            return self._dead(job, task.name, bad_args, ttl_ms)
-        timeout = envelope.timeout or task.defaults.timeout or self.defaults.timeout
+        except Exception as bad:  # a bad option, or arguments that do not decode
+            return self._dead(job, task.name, bad, ttl_ms)
         ctx = JobContext(
             job.id, job.queue, task.name, job.attempt, max_attempts, self.worker_id, self.state
         )
@@ -159,10 +176,7 @@ class Executor:
                     if task.is_async:
                         result = await task.fn(*args, **kwargs)
                     else:
-                        call = functools.partial(task.fn, *args, **kwargs)
-                        result = await anyio.to_thread.run_sync(
-                            call, abandon_on_cancel=True, limiter=self.thread_limiter
-                        )
+                        result = await self.threads.run(functools.partial(task.fn, *args, **kwargs))
             except TimeoutError:
                 if not timer.expired():
                     raise  # the task's own TimeoutError: it failed like any error
@@ -172,14 +186,19 @@ class Executor:
                 if running.stop_reason is not None:
                     return self._stopped(running, task.name)
                 timed_out = True
-                raise TimeoutError(f"job timed out after {timeout}s")
+                raise TimeoutError(self._timed_out(task, timeout))
             blob = self.serializer.dumps(result)
             if self.max_result_size is not None and len(blob) > self.max_result_size:
                 raise PayloadTooLarge(
                     f"result is {len(blob)} bytes; the limit is {self.max_result_size}"
                 )
         except Retry as exc:
-            return self._retry_or_dead(job, task, exc, max_attempts, ttl_ms, exc.defer, start)
+            try:
+                defer = None if exc.defer is None else seconds(exc.defer, "Retry(defer=)")
+            except ConfigurationError as bad:
+                bad.__cause__ = exc  # its traceback shows where the task raised Retry
+                return self._dead(job, task.name, bad, ttl_ms)  # asking again asks the same
+            return self._retry_or_dead(job, task, exc, max_attempts, ttl_ms, defer, start)
         except SerializationError as exc:
             return self._dead(job, task.name, exc, ttl_ms)  # running it again would not help
         except Exception as exc:
@@ -201,12 +220,30 @@ class Executor:
         )
         return Outcome("complete", blob, ttl_ms)
 
-    def _ttl_ms(self, ttl_s: float | None) -> int:
-        if ttl_s is None:
-            ttl_s = self.defaults.result_ttl
-        if ttl_s < 0:
-            return -1
-        return max(int(ttl_s * 1000), 0 if ttl_s == 0 else 1)
+    def _ttl_ms(self, envelope: Envelope, task: Task[Any, Any] | None) -> int:
+        ttl = envelope.result_ttl
+        if ttl is None and task is not None:
+            ttl = task.defaults.result_ttl
+        if ttl is None:
+            ttl = self.defaults.result_ttl
+        return _ttl_ms(seconds(ttl, "result_ttl", negative=True, timedelta_ok=False))
+
+    def _limits(self, envelope: Envelope, task: Task[Any, Any]) -> tuple[float, int]:
+        timeout = envelope.timeout or task.defaults.timeout or self.defaults.timeout
+        attempts = envelope.max_attempts or task.defaults.max_attempts or self.defaults.max_attempts
+        return (
+            seconds(timeout, "timeout", zero=False, timedelta_ok=False),
+            count(attempts, "max_attempts", least=1),
+        )
+
+    def _timed_out(self, task: Task[Any, Any], timeout: float) -> str:
+        message = f"job timed out after {timeout}s"
+        if not task.is_async and self.threads.abandoned:
+            message += (
+                f"; {self.threads.abandoned} of the {self.threads.size} sync_threads still run"
+                " functions of jobs that gave up on them"
+            )
+        return message
 
     def _stopped(self, running: Running, task: str) -> Outcome | None:
         job = running.job
@@ -214,8 +251,8 @@ class Executor:
             "job.stopped", job_id=job.id, task=task, queue=job.queue, reason=running.stop_reason
         )
         if running.stop_reason == "abort":
-            info = error_info(JobAborted("aborted while running", job_id=job.id))
-            return Outcome("aborted", encode_error(info), self._ttl_ms(None))
+            blob = self.errors.encode(JobAborted("aborted while running", job_id=job.id))
+            return Outcome("aborted", blob, _ttl_ms(self.defaults.result_ttl))
         if running.stop_reason == "shutdown":
             return RELEASE
         return None  # lost: another worker owns this delivery now
@@ -223,15 +260,16 @@ class Executor:
     def _dead(
         self, job: Claimed, task: str, exc: BaseException, ttl_ms: int, *, timed_out: bool = False
     ) -> Outcome:
+        info = self.errors.info(exc, timed_out=timed_out)
         log.error(
             "job.failed",
             job_id=job.id,
             task=task,
             queue=job.queue,
             attempt=job.attempt,
-            error=f"{type(exc).__name__}: {exc}",
+            error=log_text(info),
         )
-        return Outcome("failed", encode_error(error_info(exc, timed_out=timed_out)), ttl_ms)
+        return Outcome("failed", self.errors.encoded(info), ttl_ms)
 
     def _retry_or_dead(
         self,
@@ -248,8 +286,10 @@ class Executor:
         if used >= max_attempts:
             return self._dead(job, task.name, exc, ttl_ms, timed_out=timed_out)
         if defer is None:
-            ceiling = min(task.backoff_max, task.backoff * 2 ** (used - 1))
+            # the exponent is bounded: 2 ** 1024 is too large for a float
+            ceiling = min(task.backoff_max, task.backoff * 2.0 ** min(max(used - 1, 0), 64))
             defer = ceiling / 2 + random.uniform(0, ceiling / 2)
+        info = self.errors.info(exc, timed_out=timed_out)
         log.warning(
             "job.retrying",
             job_id=job.id,
@@ -258,10 +298,9 @@ class Executor:
             attempt=job.attempt,
             retry_in=round(defer, 3),
             duration_ms=round((time.perf_counter() - start) * 1000, 3),
-            error=f"{type(exc).__name__}: {exc}",
+            error=log_text(info),
         )
-        info = error_info(exc, timed_out=timed_out)
-        return Outcome("retry", encode_error(info), ttl_ms, int(defer * 1000))
+        return Outcome("retry", self.errors.encoded(info), ttl_ms, int(defer * 1000))
 
 
 class WorkerLost(Exception):

@@ -69,7 +69,7 @@ def decode_envelope(raw: bytes | None) -> Envelope:
         raise MalformedJobError("job has no payload")
     try:
         envelope = _envelope_decoder.decode(signing.strip(raw))
-    except (msgspec.DecodeError, ValueError) as exc:
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         raise MalformedJobError(f"unreadable payload: {exc}") from exc
     if envelope.v != ENVELOPE_VERSION:
         raise MalformedJobError(f"payload version {envelope.v} is not {ENVELOPE_VERSION}")
@@ -85,7 +85,7 @@ def decode_error(raw: bytes | None) -> ErrorInfo:
         return ErrorInfo(type="unknown", message="no error recorded")
     try:
         return _error_decoder.decode(raw)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return ErrorInfo(type="unknown", message=f"unreadable error record: {raw[:200]!r}")
 
 

@@ -62,6 +62,7 @@ class QueueKeys:
         "abort",
         "active",
         "cron",
+        "crondef",
         "dead",
         "garbage",
         "garbage_new",
@@ -91,6 +92,7 @@ class QueueKeys:
         self.garbage_new = p + "garbage:new"
         self.abort = p + "abort"
         self.cron = p + "cron"  # hash: cron job name -> last tick fired (ms)
+        self.crondef = p + "crondef"  # hash: cron job name -> its newest schedule
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}j:{job_id}"

@@ -38,6 +38,7 @@ from redis.exceptions import ResponseError
 from aioqueue import signing
 from aioqueue.connection import UNAVAILABLE, RedisClient
 from aioqueue.cron import CronJob
+from aioqueue.errors import RedisOutOfMemory
 from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue.keys import QueueKeys
 from aioqueue.lane import closed_transport
@@ -236,6 +237,7 @@ class CronRunner:
         # signature covers the tick's job id)
         self._payloads = {e.name: self._payload(e, serializer) for e in self.entries}
         self._signer = signing.Signer(signing_key) if signing_key is not None else None
+        self._superseded: set[str] = set()  # names another worker redefined: logged once
 
     @staticmethod
     def _payload(entry: CronJob, serializer: Serializer) -> bytes:
@@ -280,8 +282,16 @@ class CronRunner:
                     continue
                 tick = self._following(entry, tick, ms)
                 backoff = 0.1
-            except UNAVAILABLE as exc:
-                log.warning("cron.redis_unavailable", cron=entry.name, error=str(exc))
+            except RedisOutOfMemory:
+                # new work is refused; running jobs go on finishing. This tick is lost:
+                # firing it late, once memory is back, would run it at a time nobody chose
+                reason = "Redis out of memory"
+                log.warning("cron.skipped", cron=entry.name, tick=tick, reason=reason)
+                if tick is not None:
+                    tick = self._following(entry, tick, self.clock.now_ms())
+            except Exception as exc:  # Redis away, an error reply: logged, backed off, never fatal
+                event = "cron.redis_unavailable" if isinstance(exc, UNAVAILABLE) else "cron.failed"
+                log.warning(event, cron=entry.name, error=str(exc), retry_in=backoff)
                 if not started:
                     task_status.started()
                     started = True
@@ -290,6 +300,7 @@ class CronRunner:
 
     async def _first_tick(self, entry: CronJob) -> int:
         now = await self.clock.sync(self.scripts.redis)
+        await self._define(entry)
         if entry.catch_up:
             keys = QueueKeys(entry.queue(self.default_queue))
             try:
@@ -302,6 +313,22 @@ class CronRunner:
                     status, _ = await self._fire(entry, missed)
                     log.info("cron.caught_up", cron=entry.name, tick=missed, status=status)
         return entry.next_after(now)
+
+    async def _define(self, entry: CronJob) -> None:
+        """Registers this worker's schedule for the name; the newest definition wins."""
+        queue = entry.queue(self.default_queue)
+        try:
+            previous = await self.scripts.cron_define(queue, entry.name, entry.definition)
+        except RedisOutOfMemory:
+            return  # the first tick fired registers it, if none is
+        if previous is not None and previous != entry.definition:
+            log.warning(
+                "cron.redefined",
+                cron=entry.name,
+                schedule=entry.definition,
+                previous=previous,
+                advice="workers still running the previous schedule stop firing this name",
+            )
 
     def _following(self, entry: CronJob, tick: int, now: int) -> int:
         nxt = entry.next_after(tick)
@@ -318,7 +345,9 @@ class CronRunner:
         payload = self._payloads[entry.name]
         if self._signer is not None:  # signed like a producer's: a signing worker runs no other
             payload = self._signer.sign(payload, queue=queue, job_id=job_id, lock=lock)
-        status, ms = await self.scripts.cron_fire(queue, entry.name, tick, job_id, payload, lock)
+        status, ms = await self.scripts.cron_fire(
+            queue, entry.name, tick, job_id, payload, lock, entry.definition
+        )
         if status == "early":
             return status, ms
         self.clock.set(ms)
@@ -326,4 +355,12 @@ class CronRunner:
             log.info("cron.fired", cron=entry.name, job_id=entry.job_id(tick), late_ms=ms - tick)
         elif status == "overlap":
             log.info("cron.skipped", cron=entry.name, tick=tick, reason="previous run still going")
+        elif status == "superseded" and entry.name not in self._superseded:
+            self._superseded.add(entry.name)
+            log.warning(
+                "cron.superseded",
+                cron=entry.name,
+                schedule=entry.definition,
+                reason="a worker started since with another schedule for this name",
+            )
         return status, ms

@@ -422,7 +422,7 @@ class Scripts:
         registry_ttl_ms: int,
         held: list[tuple[str, str]],
     ) -> list[tuple[str, str]]:
-        """Extends held leases; returns (id, 'abort' | 'lost') for jobs the worker must stop."""
+        """Extends held leases; returns (token, 'abort' | 'lost') for deliveries to stop."""
         flat: list[Any] = []
         for item in held:
             flat.extend(item)
@@ -476,9 +476,28 @@ class Scripts:
         return int(await self._call("purge", queue, *ids, idempotent=False)) if ids else 0
 
     async def cron_fire(
-        self, queue: str, name: str, tick_ms: int, job_id: str, payload: bytes, lock: str
+        self,
+        queue: str,
+        name: str,
+        tick_ms: int,
+        job_id: str,
+        payload: bytes,
+        lock: str,
+        definition: str = "",
     ) -> tuple[str, int]:
-        """Fires one cron tick unless another worker did: ('fired' | 'dup' | 'overlap',
-        Redis time in ms) or ('early', ms until the tick by the Redis clock)."""
-        status, ms = await self._call("cron_fire", queue, name, tick_ms, job_id, payload, lock)
+        """Fires one cron tick unless another worker did: ('fired' | 'dup' | 'overlap' |
+        'superseded', Redis time in ms) or ('early', ms until the tick by the Redis clock).
+
+        definition: the caller's schedule; 'superseded' when ``name`` has another
+        one now (see ``cron_define``); '' is not checked.
+        """
+        status, ms = await self._call(
+            "cron_fire", queue, name, tick_ms, job_id, payload, lock, definition
+        )
         return status.decode(), int(ms)
+
+    async def cron_define(self, queue: str, name: str, definition: str) -> str | None:
+        """Registers the schedule of cron job ``name`` (the newest wins); returns the
+        definition it replaced, if any."""
+        previous = await self._call("cron_define", queue, name, definition)
+        return previous.decode("utf-8", "backslashreplace") if previous else None

@@ -38,14 +38,15 @@ class _MsgspecSerializer:
     def dumps(self, value: Any) -> bytes:
         try:
             data: bytes = self._encoder.encode(value)
-        except (TypeError, ValueError, OverflowError) as exc:
+        # RecursionError: a value nested deeper than the interpreter's recursion limit
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise SerializationError(f"cannot encode {type(value).__name__}: {exc}") from exc
         return data
 
     def loads(self, data: bytes) -> Any:
         try:
             return self._decoder.decode(data)
-        except (msgspec.DecodeError, ValueError) as exc:
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"cannot decode {self.name}: {exc}") from exc
 
 

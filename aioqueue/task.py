@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
+from aioqueue.durations import aware_datetime, count, seconds
 from aioqueue.errors import ConfigurationError
 from aioqueue.keys import check_job_id, check_queue_name
 
@@ -80,18 +81,23 @@ class JobOptions:
         )
 
     def validate(self) -> JobOptions:
+        """Checks every option given (None: not given); a ConfigurationError names the bad one."""
         if self.queue is not None:
             check_queue_name(self.queue)
         if self.job_id is not None:
             check_job_id(self.job_id)
         if self.delay is not None and self.at is not None:
             raise ConfigurationError("give delay or at, not both")
-        if self.at is not None and self.at.tzinfo is None:
-            raise ConfigurationError("at must be a timezone-aware datetime")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigurationError("timeout must be positive")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ConfigurationError("max_attempts must be at least 1")
+        if self.delay is not None:
+            seconds(self.delay, "delay")
+        if self.at is not None:
+            aware_datetime(self.at, "at")
+        if self.timeout is not None:
+            seconds(self.timeout, "timeout", zero=False, timedelta_ok=False)
+        if self.max_attempts is not None:
+            count(self.max_attempts, "max_attempts", least=1)
+        if self.result_ttl is not None:
+            seconds(self.result_ttl, "result_ttl", negative=True, timedelta_ok=False)
         return self
 
 
@@ -128,9 +134,9 @@ class Task(Generic[P, R]):
         self.name = name
         self.defaults = defaults.validate()
         self.is_async = fn is not None and inspect.iscoroutinefunction(fn)
-        self.backoff = backoff
-        self.backoff_max = backoff_max
-        self.max_lost = max_lost
+        self.backoff = seconds(backoff, "backoff")
+        self.backoff_max = seconds(backoff_max, "backoff_max")
+        self.max_lost = count(max_lost, "max_lost", least=0)
         self.lock = lock
 
     def lock_wire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

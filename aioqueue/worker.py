@@ -46,15 +46,20 @@ from aioqueue import signing
 from aioqueue.cluster import ClusterClient, ClusterWaker, any_node_pubsub
 from aioqueue.connection import DEFAULT_URL, UNAVAILABLE, RedisClient, connect_any, redact
 from aioqueue.cron import CronJob
+from aioqueue.durations import seconds
 from aioqueue.errors import ConfigurationError
 from aioqueue.executor import RELEASE, Defaults, Executor, Outcome, Running
+from aioqueue.failures import DEFAULT_MAX_ERROR_SIZE, check_max_error_size
 from aioqueue.garbage import abort_target
 from aioqueue.handoff import Handoff
+from aioqueue.heartbeat import on_schedule
 from aioqueue.keys import QueueKeys, check_queue_name
+from aioqueue.outcomes import OutcomeWriter
 from aioqueue.scheduler import CronRunner, WakeWaiter
 from aioqueue.scripts import Claimed, Scripts
 from aioqueue.serializers import Serializer, get_serializer
 from aioqueue.task import DEFAULT_QUEUE, Task, task
+from aioqueue.threads import ThreadPool
 
 __all__ = ["Worker"]
 
@@ -81,10 +86,11 @@ class Worker:
     once when the worker stops. lease: seconds a delivery is held without a
     heartbeat before another worker may take it. grace: seconds running jobs get
     to finish when the worker stops. max_result_size: largest encoded result in
-    bytes (a larger one fails the job). signing_key: run only jobs signed with
-    it, or with any key of a list (see ``aioqueue.signing``); others are set
-    aside. cron: recurring jobs (``aioqueue.cron.cron`` / ``every``); their
-    tasks are registered here too.
+    bytes (a larger one fails the job). max_error_size: largest error record
+    (message and traceback) in bytes, cut in the middle past it. signing_key:
+    run only jobs signed with it, or with any key of a list (see
+    ``aioqueue.signing``); others are set aside. cron: recurring jobs
+    (``aioqueue.cron.cron`` / ``every``); their tasks are registered here too.
     """
 
     def __init__(
@@ -107,6 +113,7 @@ class Worker:
         max_jobs: int | None = None,
         prefetch: int | None = None,
         max_result_size: int | None = 1 << 20,
+        max_error_size: int | None = DEFAULT_MAX_ERROR_SIZE,
         signing_key: signing.SigningKeys | None = None,
         name: str | None = None,
         burst: bool = False,
@@ -124,6 +131,7 @@ class Worker:
         self.heartbeat_interval = heartbeat if heartbeat is not None else lease / 3
         self.grace = grace
         self.serializer = get_serializer(serializer)
+        result_ttl = seconds(result_ttl, "result_ttl", negative=True, timedelta_ok=False)
         self.defaults = Defaults(job_timeout, max_attempts, result_ttl)
         self.sync_threads = sync_threads
         self.on_startup = list(on_startup)
@@ -132,6 +140,7 @@ class Worker:
         self.max_result_size = max_result_size
         if signing_key is not None:
             signing.Signer(signing_key)  # a bad key is a ConfigurationError here, not at run
+        self.max_error_size = check_max_error_size(max_error_size)
         self.signing_key = signing_key
         self.burst = burst
         self.tasks: dict[str, Task[Any, Any]] = {}
@@ -143,6 +152,8 @@ class Worker:
         self.state: dict[str, Any] = {}
         self.jobs_done = 0
         self.redis_errors = 0  # error replies from Redis the loops logged and backed off from
+        # by delivery (queue, token), not job id: a worker whose loop stalled past a
+        # lease may be handed its own job again while the first delivery still runs
         self._running: dict[tuple[str, str], Running] = {}
         self._outcomes: list[tuple[Running, Outcome]] = []
         self._stop_calls = 0
@@ -250,6 +261,7 @@ class Worker:
                 self._waker = WakeWaiter(self._block_redis, self._redis, IDLE_WAIT)
             self.scripts = Scripts(self._redis)
             stack.push_async_callback(self.scripts.aclose)  # its connections are its own
+            self._writer = OutcomeWriter(self.scripts)
             await self._connect()
             for hook in self.on_startup:
                 await hook(self.state)
@@ -260,10 +272,12 @@ class Worker:
                 self.defaults,
                 self.id,
                 self.state,
-                anyio.CapacityLimiter(self.sync_threads),
+                ThreadPool(self.sync_threads),
                 self.signing_key,
                 self.max_result_size,
+                self.max_error_size,
             )
+            stack.callback(self.executor.threads.close)
             handoff: Handoff[Running] = Handoff()
             async with anyio.create_task_group() as service:
                 service.start_soon(self._flush_loop)
@@ -413,7 +427,7 @@ class Worker:
                 continue
             batch = [Running(job) for job in claimed]
             for running in batch:
-                self._running[(running.job.queue, running.job.id)] = running
+                self._running[(running.job.queue, running.job.token)] = running
             self._all_done = anyio.Event()
             self._grow_consumers()
             # hand the whole batch over in this loop pass (the capacity bounds it)
@@ -505,7 +519,7 @@ class Worker:
 
     def _finished(self, running: Running, outcome: Outcome | None) -> None:
         job = running.job
-        del self._running[(job.queue, job.id)]
+        del self._running[(job.queue, job.token)]
         self._slot_freed.set()
         if outcome is not None:
             self._outcomes.append((running, outcome))
@@ -554,7 +568,7 @@ class Worker:
             batch = self._outcomes[:FINISH_BATCH]
             del self._outcomes[:FINISH_BATCH]
             try:
-                await self._write(batch)
+                await self._writer.write(batch)
                 backoff = 0.05
             except (*UNAVAILABLE, ResponseError) as exc:
                 self._outcomes[:0] = batch
@@ -562,19 +576,10 @@ class Worker:
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _write(self, batch: list[tuple[Running, Outcome]]) -> None:
-        by_queue: dict[str, list[tuple[str, str, str, bytes, int, int]]] = {}
-        for running, outcome in batch:
-            job = running.job
-            if outcome.kind == "quarantine":
-                await self.scripts.quarantine(job.queue, job.id, job.token, outcome.blob.decode())
-            else:
-                by_queue.setdefault(job.queue, []).append(outcome.wire(job))
-        for queue, items in by_queue.items():
-            accepted = await self.scripts.finish(queue, items)
-            for item, ok in zip(items, accepted, strict=True):
-                if not ok:
-                    log.warning("job.stale_outcome", job_id=item[0], queue=queue, outcome=item[2])
+    @property
+    def outcomes_refused(self) -> int:
+        """Outcomes Redis refused on their own (their jobs were set aside), since start."""
+        return self._writer.refused if hasattr(self, "_writer") else 0
 
     async def _flush_remaining(self) -> None:
         with anyio.move_on_after(max(self.lease, 5.0), shield=True) as scope:
@@ -585,14 +590,10 @@ class Worker:
     # -- heartbeat and aborts -------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            try:
-                await self._heartbeat()
-            except UNAVAILABLE as exc:
-                log.warning("worker.heartbeat_failed", error=str(exc))
-            except ResponseError as exc:
-                self._loop_failed("heartbeat", exc, self.heartbeat_interval)
-            await anyio.sleep(self.heartbeat_interval)
+        await on_schedule(self._heartbeat, self.heartbeat_interval, self._beat_failed)
+
+    def _beat_failed(self, exc: Exception, retry_in: float) -> None:
+        self._loop_failed("heartbeat", exc, retry_in)
 
     async def _heartbeat(self) -> None:
         info = msgspec.json.encode(
@@ -609,14 +610,14 @@ class Worker:
         )
         lease_ms = int(self.lease * 1000)
         for queue in self.queues:
-            held = [(job_id, r.job.token) for (q, job_id), r in self._running.items() if q == queue]
+            held = [(r.job.id, token) for (q, token), r in self._running.items() if q == queue]
             stop = await self.scripts.heartbeat(
                 queue, self.id, lease_ms, info, int(REGISTRY_TTL * 1000), held
             )
-            for job_id, reason in stop:
-                running = self._running.get((queue, job_id))
+            for token, reason in stop:
+                running = self._running.get((queue, token))
                 if running is not None:
-                    log.warning("job.stopping", job_id=job_id, queue=queue, reason=reason)
+                    log.warning("job.stopping", job_id=running.job.id, queue=queue, reason=reason)
                     running.stop(reason)
 
     async def _abort_listener(self) -> None:
@@ -641,8 +642,7 @@ class Worker:
 
     def _on_abort(self, channels: dict[str, str], channel: object, data: object) -> None:
         target = abort_target(channels, channel, data)  # None: not a job id (logged)
-        running = self._running.get(target) if target is not None else None
-        if running is not None:
+        for running in self._deliveries(*target) if target is not None else ():
             running.stop("abort")
 
     def _loop_failed(self, loop: str, exc: Exception, retry_in: float, **fields: Any) -> None:
@@ -661,6 +661,10 @@ class Worker:
             count=self.redis_errors,
             **fields,
         )
+
+    def _deliveries(self, queue: str, job_id: str) -> list[Running]:
+        """This worker's deliveries of a job: one, or two after a stall past a lease."""
+        return [r for (q, _), r in self._running.items() if q == queue and r.job.id == job_id]
 
     def _abort_pubsub(self) -> contextlib.AbstractAsyncContextManager[PubSub]:
         if isinstance(self._sub_redis, ClusterClient):

@@ -31,7 +31,7 @@ async def test_a_stale_delivery_can_not_complete_a_redelivered_job(
     assert await scripts.finish(queue_name, [stale.wire(first)]) == [0]
     assert await scripts.heartbeat(
         queue_name, "worker-a", 30_000, b"{}", 60_000, [(first.id, first.token)]
-    ) == [(first.id, "lost")]
+    ) == [(first.token, "lost")]
     assert await scripts.finish(queue_name, [fresh.wire(second)]) == [1]
     assert await job.result(timeout=1) == 3  # exactly one outcome: the current delivery's
     stats = await queue.redis.hgetall(QueueKeys(queue_name).stats)

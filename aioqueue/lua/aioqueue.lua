@@ -762,8 +762,9 @@ local function finish(keys, args)
 end
 
 --[[ heartbeat(prefix; worker, lease_ms, info, registry_ttl_ms, [id, token] ...)
-Extends the leases the worker still holds; returns {id, reason, ...} for the
-jobs it must stop: reason 'abort' (requested) or 'lost' (no longer its own). ]]
+Extends the leases the worker still holds; returns {token, reason, ...} for the
+deliveries it must stop (a worker may hold two of one job after a stall):
+reason 'abort' (requested) or 'lost' (no longer its own). ]]
 local function heartbeat(keys, args)
   local prefix = keys[1]
   local worker, lease, info, ttl = args[1], tonumber(args[2]), args[3], tonumber(args[4])
@@ -785,10 +786,10 @@ local function heartbeat(keys, args)
     local jkey = prefix .. 'j:' .. id
     local held = job_fields(prefix, jkey, 's', 'k', 'ab')
     if held[1] ~= 'active' or held[2] ~= token then
-      stop[#stop + 1] = id
+      stop[#stop + 1] = token
       stop[#stop + 1] = 'lost'
     elseif held[3] then
-      stop[#stop + 1] = id
+      stop[#stop + 1] = token
       stop[#stop + 1] = 'abort'
     else
       kcall(prefix, 'ZADD', prefix .. 'active', 'XX', now + lease, id)
@@ -800,19 +801,44 @@ local function heartbeat(keys, args)
   return stop
 end
 
---[[ cron_fire(prefix; name, tick_ms, id, payload, lock)
+-- The schedule registered for a cron name (`<prefix>crondef`), false when none.
+local function cron_definition(prefix, name)
+  return kcall(prefix, 'HGET', prefix .. 'crondef', name)
+end
+
+--[[ cron_define(prefix; name, definition)
+A worker starting with cron job `name` registers its schedule: the newest
+definition wins, the workers with another one stop firing that name
+(cron_fire answers 'superseded'). Returns the definition it replaced, or false. ]]
+local function cron_define(keys, args)
+  local prefix, name, definition = keys[1], args[1], args[2]
+  if not definition then return redis.error_reply('ERR cron_define: malformed arguments') end
+  local previous = cron_definition(prefix, name)
+  kcall(prefix, 'HSET', prefix .. 'crondef', name, definition)
+  return previous
+end
+
+--[[ cron_fire(prefix; name, tick_ms, id, payload, lock, definition)
 Fires one tick of the cron job `name` at most once, whichever worker asks first:
 `<prefix>cron` keeps the last tick fired per name and only a later tick fires.
-Returns {'fired' | 'dup' | 'overlap', now} or {'early', ms to wait}; 'overlap'
-consumes the tick without a job because the lock (no_overlap) is still held. ]]
+Returns {'fired' | 'dup' | 'overlap' | 'superseded', now} or {'early', ms to
+wait}; 'overlap' consumes the tick without a job because the lock (no_overlap)
+is still held; 'superseded': `name` has another definition now (cron_define),
+the caller's schedule is an old one. definition '': not checked. ]]
 local function cron_fire(keys, args)
   local prefix = keys[1]
   local name, tick, id, payload, lock = args[1], tonumber(args[2]), args[3], args[4], args[5]
   if not (tick and payload and lock) then
     return redis.error_reply('ERR cron_fire: malformed arguments')
   end
+  local definition = args[6] or ''
   local now = now_ms()
   if now < tick then return {'early', tick - now} end
+  local registered = false
+  if definition ~= '' then
+    registered = cron_definition(prefix, name)
+    if registered and registered ~= definition then return {'superseded', now} end
+  end
   local crons = prefix .. 'cron'
   local last = kcall(prefix, 'HGET', crons, name)
   if last and not string.find(last, '^%d+$') then
@@ -821,6 +847,9 @@ local function cron_fire(keys, args)
   end
   if last and tonumber(last) >= tick then return {'dup', now} end
   kcall(prefix, 'HSET', crons, name, tick)
+  if definition ~= '' and not registered then
+    kcall(prefix, 'HSET', prefix .. 'crondef', name, definition)
+  end
   if lock ~= '' then
     local lkey = prefix .. 'lock:' .. string.sub(lock, 2)
     if lock_live(prefix, lock_value(prefix, lkey), now) then
@@ -1020,6 +1049,7 @@ local DRAIN = {'allow-oom'}
 register('enqueue', enqueue)
 register('requeue', requeue)
 register('cron_fire', cron_fire)
+register('cron_define', cron_define)
 register('claim', claim, DRAIN)
 register('finish', finish, DRAIN)
 register('heartbeat', heartbeat, DRAIN)
