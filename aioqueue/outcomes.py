@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import structlog
+from redis.exceptions import ReadOnlyError
 
 from aioqueue.connection import UNAVAILABLE
 from aioqueue.errors import RedisUnavailable
@@ -37,11 +38,20 @@ Pending = tuple["Running", "Outcome"]
 Wire = tuple[str, str, str, bytes, int, int]
 
 # error replies that refuse any call for a while, whatever its arguments
-_NOT_NOW = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN")
+_NOT_NOW = {"BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN"}
 
 
 def _not_now(exc: BaseException) -> bool:
-    return describe(exc).startswith(_NOT_NOW)
+    # redis-py strips the code from some replies and names it by class (ReadOnlyError),
+    # and Scripts wraps the reply in RedisRefused with its code: look at both
+    for err in (exc, exc.__context__):
+        if err is None:
+            continue
+        if isinstance(err, ReadOnlyError):
+            return True
+        if (getattr(err, "code", "") or describe(err).split(" ", 1)[0]) in _NOT_NOW:
+            return True
+    return False
 
 
 class OutcomeWriter:

@@ -33,7 +33,7 @@ from anyio.abc import TaskStatus
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from aioqueue import signing
 from aioqueue.connection import UNAVAILABLE, RedisClient
@@ -122,14 +122,19 @@ class WakeWaiter:
             await self._read_unblock_replies()
             await self._unblocker.send_command("CLIENT", "UNBLOCK", client_id)
             await self._unblocker.read_response()  # not blocked: 0, if allowed
-        except ResponseError as exc:
-            if self._can_unblock:
-                log.warning(
-                    "worker.no_client_unblock",
-                    error=str(exc),
-                    advice="allow CLIENT UNBLOCK: without it delayed jobs fire on Redis's hz tick",
-                )
-            self._can_unblock = False
+        except NoPermissionError as exc:
+            self._no_unblock(exc)
+        except ResponseError:
+            pass  # BUSY and the like say "not now", not "never": asked again on a new link
+
+    def _no_unblock(self, exc: ResponseError) -> None:
+        if self._can_unblock:
+            log.warning(
+                "worker.no_client_unblock",
+                error=str(exc),
+                advice="allow CLIENT UNBLOCK: without it delayed jobs fire on Redis's hz tick",
+            )
+        self._can_unblock = False
 
     async def _send(self, conn: AbstractConnection, *args: object) -> None:
         try:
@@ -176,16 +181,13 @@ class WakeWaiter:
             return
         try:
             while self._unread:
-                await self._unblocker.read_response()  # 1, or 0: it had returned already
+                try:
+                    await self._unblocker.read_response()  # 1, or 0: it had returned already
+                except NoPermissionError as exc:
+                    self._no_unblock(exc)
+                except ResponseError:
+                    pass  # BUSY and the like: that one unblock was refused, not all
                 self._unread -= 1
-        except ResponseError as exc:
-            self._unread -= 1
-            self._can_unblock = False
-            log.warning(
-                "worker.no_client_unblock",
-                error=str(exc),
-                advice="allow CLIENT UNBLOCK: without it delayed jobs fire on Redis's hz tick",
-            )
         except BaseException:
             # a reply half read: start over on a fresh connection
             with anyio.CancelScope(shield=True):

@@ -442,7 +442,7 @@ async def test_a_worker_handed_its_own_job_again_keeps_both_deliveries_apart(
 # -- 3: one bad outcome never fails the rest of its batch ------------------------------------
 
 
-@task(max_attempts=1)
+@task(max_attempts=1, timeout=3600)
 async def held_until_stop() -> None:
     shared["started"] += 1
     if shared["started"] == shared["expect"]:
@@ -450,31 +450,75 @@ async def held_until_stop() -> None:
     await anyio.sleep(3600)
 
 
-async def test_an_outcome_redis_refuses_does_not_hold_back_the_others(
-    queue: Queue, redis_url: str, queue_name: str
-) -> None:
-    """Handing jobs back at a stop: one job's hash turned bad while it ran (its attempt
-    counter is no number), so Redis refuses its hand-back; the others go back at once."""
+async def test_an_outcome_redis_refuses_does_not_hold_back_the_others(queue_name: str) -> None:
+    """Handing jobs back at a stop, after an operator narrowed the worker's ACL so
+    that it no longer reaches one job's key: Redis refuses that job's hand-back (and
+    the whole batch it is in); the others still go back at once."""
     keys = QueueKeys(queue_name)
-    shared.update(started=0, expect=6, all_started=anyio.Event())
-    worker = worker_for(redis_url, queue_name, held_until_stop, grace=0)
-    jobs = await queue.enqueue_many(held_until_stop.call() for _ in range(6))
-    async with anyio.create_task_group() as tg:
-        await tg.start(worker.run)
-        await shared["all_started"].wait()
-        bad = jobs[2]
-        await queue.redis.hset(keys.job(bad.id), "a", "not a number")
-        worker.stop()
-    # worker.run returned: every outcome was written or set aside, none raised
-    for job in jobs:
-        if job is bad:
-            continue
-        info = await job.info()
-        assert (info.status, info.attempts) == (JobStatus.QUEUED, 0)
-    assert not await queue.redis.exists(keys.job(bad.id))  # set aside, with its reason
-    (aside,) = await queue.redis.zrange(keys.garbage, 0, -1)
-    assert b"refused" in (await queue.redis.hget(aside, "reason") or b"")
-    assert worker.outcomes_refused == 1
+    ok = [f"ok-{i}" for i in range(10)]
+    shared.update(started=0, expect=len(ok) + 1, all_started=anyio.Event())
+    async with own_redis("--user", "app", "on", ">pw", "~*", "&*", "+@all") as server:
+        url = f"unix://app:pw@{server.socket}"
+        worker = worker_for(url, queue_name, held_until_stop, grace=0, lease=5)
+        async with Queue(url, name=queue_name) as queue:
+            calls = [held_until_stop.options(job_id=i).call() for i in ok]
+            calls.insert(4, held_until_stop.options(job_id="bad").call())
+            await queue.enqueue_many(calls)
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                await shared["all_started"].wait()
+                # the queue's keys but the job hashes (the prefix is a Function's key),
+                # and the hashes of the ok jobs
+                allowed = [f"~{keys.prefix}", f"~{keys.prefix}[^j]*", f"~{keys.prefix}j:ok-*"]
+                await queue.redis.execute_command("ACL", "SETUSER", "app", "resetkeys", *allowed)
+                worker.stop()
+            # worker.run returned: every outcome was written or set aside, none raised
+            for job_id in ok:
+                info = await queue.job(job_id).info()
+                assert (info.status, info.attempts) == (JobStatus.QUEUED, 0), job_id
+            assert worker.outcomes_refused == 1
+
+
+BUSY_SCRIPT = """
+local stop_at = tonumber(redis.call('TIME')[1]) + 2
+while tonumber(redis.call('TIME')[1]) < stop_at do end
+return 1
+"""
+
+
+async def test_a_busy_redis_delays_outcomes_and_sets_none_aside(queue_name: str) -> None:
+    """BUSY (another client's slow script) refuses every call for a while: a batch that
+    meets it waits and goes again, its jobs are not taken for bad ones."""
+    shared.update(holding=anyio.Event(), release=anyio.Event())
+    async with own_redis("--busy-reply-threshold", "50") as server:
+        url = server.url
+        worker = worker_for(url, queue_name, hold_during_oom)
+        async with Queue(url, name=queue_name) as queue, running(worker):
+            job = await queue.enqueue(hold_during_oom)
+            await shared["holding"].wait()
+            admin = aioredis.from_url(url, socket_timeout=None)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(admin.eval, BUSY_SCRIPT, 0)
+                    await anyio.sleep(0.3)  # into the script's run, past the threshold
+                    shared["release"].set()  # its outcome meets BUSY
+            finally:
+                await admin.aclose()
+            assert await job.result(timeout=20) == "finished"
+        assert worker.outcomes_refused == 0
+        assert await queue.redis.zcard(QueueKeys(queue_name).garbage) == 0
+        assert worker._waker._can_unblock  # BUSY is "not now": precise wake-ups stay on
+
+
+async def test_without_client_unblock_delayed_jobs_still_run(queue_name: str) -> None:
+    acl = ("--user", "app", "on", ">pw", "~*", "&*", "+@all", "-client|unblock")
+    async with own_redis(*acl) as server:
+        url = f"unix://app:pw@{server.socket}"
+        worker = worker_for(url, queue_name)
+        async with Queue(url, name=queue_name) as queue, running(worker):
+            job = await queue.enqueue(tasks.add.options(delay=0.2), 1, 2)
+            assert await job.result(timeout=10) == 3
+        assert not worker._waker._can_unblock  # NOPERM is "never": it falls back for good
 
 
 # -- 6: heartbeats keep their schedule through a Redis stall ---------------------------------
