@@ -81,6 +81,10 @@ class Defaults:
     result_ttl: float = 3600.0
 
 
+Plan = tuple[int, float, int]
+PLANS_KEPT = 1024  # option combinations remembered, checked
+
+
 def _ttl_ms(ttl_s: float) -> int:
     if ttl_s < 0:
         return -1
@@ -109,6 +113,7 @@ class Executor:
         self.signer = signing.Signer(signing_key) if signing_key is not None else None
         self.max_result_size = max_result_size
         self.errors = ErrorRecords(max_error_size)
+        self._plans: dict[tuple[str, float | None, float | None, int | None], Plan] = {}
 
     async def run(self, running: Running) -> Outcome | None:
         """The outcome to record, or None when the delivery is no longer ours.
@@ -140,21 +145,20 @@ class Executor:
             log.error("job.malformed", job_id=job.id, queue=job.queue, error=reason)
             return Outcome("quarantine", reason.encode())
         task = self.tasks.get(envelope.task)
-        # options come from Redis, written by any producer: checked like an enqueue's
-        try:
-            ttl_ms = self._ttl_ms(envelope, task)
-        except ConfigurationError as exc:
-            return self._dead(job, envelope.task, exc, -1)
         if task is None or task.fn is None:
             unknown = UnknownTaskError(f"no task named {envelope.task!r} in this worker")
-            return self._dead(job, envelope.task, unknown, ttl_ms)
+            return self._dead(job, envelope.task, unknown, -1)
+        # options come from Redis, written by any producer: checked like an enqueue's
+        try:
+            ttl_ms, timeout, max_attempts = self._plan(envelope, task)
+        except ConfigurationError as exc:
+            return self._dead(job, task.name, exc, -1)
         # on the delivery after the max_lost-th loss (a loss is known only once it happened)
         if job.lost >= max(task.max_lost, 1):
             return self._dead(job, task.name, WorkerLost(job.lost), ttl_ms)
         try:
-            timeout, max_attempts = self._limits(envelope, task)
             args, kwargs = self.serializer.loads(envelope.data)
-        except Exception as bad:  # a bad option, or arguments that do not decode
+        except Exception as bad:  # arguments that do not decode
             return self._dead(job, task.name, bad, ttl_ms)
         ctx = JobContext(
             job.id, job.queue, task.name, job.attempt, max_attempts, self.worker_id, self.state
@@ -220,21 +224,31 @@ class Executor:
         )
         return Outcome("complete", blob, ttl_ms)
 
-    def _ttl_ms(self, envelope: Envelope, task: Task[Any, Any] | None) -> int:
-        ttl = envelope.result_ttl
-        if ttl is None and task is not None:
-            ttl = task.defaults.result_ttl
-        if ttl is None:
-            ttl = self.defaults.result_ttl
-        return _ttl_ms(seconds(ttl, "result_ttl", negative=True, timedelta_ok=False))
-
-    def _limits(self, envelope: Envelope, task: Task[Any, Any]) -> tuple[float, int]:
-        timeout = envelope.timeout or task.defaults.timeout or self.defaults.timeout
-        attempts = envelope.max_attempts or task.defaults.max_attempts or self.defaults.max_attempts
-        return (
-            seconds(timeout, "timeout", zero=False, timedelta_ok=False),
-            count(attempts, "max_attempts", least=1),
-        )
+    def _plan(self, envelope: Envelope, task: Task[Any, Any]) -> Plan:
+        """(result ttl ms, timeout, max_attempts) of a job: its own options, else its
+        task's, else the worker's. Checked once per combination (NaN never hits the
+        cache, so it is checked, and refused, every time)."""
+        key = (task.name, envelope.result_ttl, envelope.timeout, envelope.max_attempts)
+        plan = self._plans.get(key)
+        if plan is None:
+            ttl = envelope.result_ttl
+            if ttl is None:
+                ttl = task.defaults.result_ttl
+            if ttl is None:
+                ttl = self.defaults.result_ttl
+            timeout = envelope.timeout or task.defaults.timeout or self.defaults.timeout
+            attempts = (
+                envelope.max_attempts or task.defaults.max_attempts or self.defaults.max_attempts
+            )
+            plan = (
+                _ttl_ms(seconds(ttl, "result_ttl", negative=True, timedelta_ok=False)),
+                seconds(timeout, "timeout", zero=False, timedelta_ok=False),
+                count(attempts, "max_attempts", least=1),
+            )
+            if len(self._plans) >= PLANS_KEPT:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
     def _timed_out(self, task: Task[Any, Any], timeout: float) -> str:
         message = f"job timed out after {timeout}s"
