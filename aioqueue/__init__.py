@@ -41,6 +41,7 @@ from aioqueue.errors import (
 from aioqueue.job import ErrorInfo, JobInfo, JobStatus
 from aioqueue.results import Job
 from aioqueue.serializers import JsonSerializer, MsgpackSerializer, Serializer
+from aioqueue.settings import WorkerSettings
 from aioqueue.task import Call, JobOptions, Task, task, task_ref
 from aioqueue.worker import Worker
 
@@ -81,6 +82,7 @@ __all__ = [
     "Task",
     "UnknownTaskError",
     "Worker",
+    "WorkerSettings",
     "__version__",
     "current_job",
     "task",

@@ -1,9 +1,10 @@
 """What on-call asks of Redis: queues and their depths, workers alive, throughput,
 dead jobs, and retrying or purging those. ``aioqueue info``/``jobs``/``check`` render it.
 
-Depths: queued = LLEN ready, scheduled = ZCARD sched, active = ZCARD active,
-failed = ZCARD dead. A worker is alive while its last heartbeat (Redis time) is
-younger than its lease: past that, its jobs are handed to others anyway.
+Depths: queued = LLEN ready + LLEN cpu (CPU-bound jobs a claim moved aside),
+scheduled = ZCARD sched, active = ZCARD active, failed = ZCARD dead. A worker
+is alive while its last heartbeat (Redis time) is younger than its lease: past
+that, its jobs are handed to others anyway.
 Throughput comes from the per-10-second counters the Lua ``finish`` function
 keeps (``tput:<bucket>``): the last five full buckets plus the current one.
 
@@ -195,6 +196,7 @@ class Admin:
             pipe.hgetall(keys.stats)
             pipe.zrange(keys.workers, 0, -1, withscores=True)
             pipe.hgetall(keys.winfo)
+            pipe.llen(keys.cpu)  # CPU-bound jobs a claim moved aside: queued all the same
             # a GET each, not one MGET: a cluster pipeline refuses MGET (even on one slot)
             for bucket_key in buckets:
                 pipe.get(bucket_key)
@@ -208,9 +210,10 @@ class Admin:
         stats: dict[str, int] = read.value("stats", replies[4], _counters, {})
         beats: list[Any] = read.value("workers", replies[5], list, [])
         infos: dict[Any, Any] = read.value("winfo", replies[6], dict, {})
+        aside = read.value("cpu", replies[7], int, 0)
         finished = sum(
             read.value(f"tput:{bucket - i}", count, int, 0)
-            for i, count in enumerate(replies[7:])
+            for i, count in enumerate(replies[8:])
             if count is not None
         )
         window = (THROUGHPUT_BUCKETS - 1) * THROUGHPUT_BUCKET_MS + now % THROUGHPUT_BUCKET_MS
@@ -220,7 +223,7 @@ class Admin:
         ]
         return QueueInfo(
             name=name,
-            queued=queued,
+            queued=None if queued is None else queued + aside,
             scheduled=sched,
             active=active,
             failed=dead,

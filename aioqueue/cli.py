@@ -156,6 +156,42 @@ Precedence of settings: a flag here, else its AIOQUEUE_* environment variable
     help="Jobs at once per process.",
 )
 @click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    envvar="AIOQUEUE_PREFETCH",
+    show_envvar=True,
+    help="I/O-bound jobs held ahead of a free slot while jobs are short."
+    "  [default: concurrency; 0 for concurrency 1]",
+)
+@click.option(
+    "--cpu-slots",
+    type=click.IntRange(min=1),
+    envvar="AIOQUEUE_CPU_SLOTS",
+    show_envvar=True,
+    help="CPU-bound jobs (cpu=True, plain def) held at once per process.  [default: 1]",
+)
+@click.option(
+    "--process-pool",
+    type=click.IntRange(min=1),
+    envvar="AIOQUEUE_PROCESS_POOL",
+    show_envvar=True,
+    help="Pool processes per worker for executor='process' tasks.  [default: CPUs]",
+)
+@click.option(
+    "--lease",
+    type=float,
+    envvar="AIOQUEUE_LEASE",
+    show_envvar=True,
+    help="Seconds a job is held without a heartbeat before another worker may take it.",
+)
+@click.option(
+    "--heartbeat",
+    type=float,
+    envvar="AIOQUEUE_HEARTBEAT",
+    show_envvar=True,
+    help="Seconds between heartbeats; shorter than the lease.  [default: lease / 3]",
+)
+@click.option(
     "--grace",
     type=click.FloatRange(min=0),
     envvar="AIOQUEUE_GRACE",

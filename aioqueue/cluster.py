@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -191,11 +191,17 @@ class ClusterWaker:
     (they would otherwise pop wake tokens the worker has no use for), and a
     token one of them pops while the worker is busy is remembered, so the next
     wait returns at once and no wake is lost.
+
+    sources: per queue, the keys (all in its slot) to block on, asked afresh
+    for each BLPOP: which ones the worker listens to changes with its free
+    CPU slots (see aioqueue.dispatch).
     """
 
-    def __init__(self, cluster: RedisCluster, keys: list[str], block: float) -> None:
+    def __init__(
+        self, cluster: RedisCluster, sources: Sequence[Callable[[], list[str]]], block: float
+    ) -> None:
         self._cluster = cluster
-        self._keys = keys
+        self._sources = sources
         self._block = block
         self._idle = anyio.Event()
         self._wake = anyio.Event()
@@ -203,20 +209,23 @@ class ClusterWaker:
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
-            for key in self._keys:
-                tg.start_soon(self._watch, key)
+            for source in self._sources:
+                tg.start_soon(self._watch, source)
 
-    async def _watch(self, key: str) -> None:
+    async def _watch(self, source: Callable[[], list[str]]) -> None:
         backoff = 0.1
         while True:
             await self._idle.wait()
+            keys = source()
             try:
                 # a stalled link must not wedge the task: BLPOP's own timeout plus slack
                 with anyio.fail_after(self._block + 10):
-                    got = await self._cluster.blpop([key], timeout=self._block)
+                    got = await self._cluster.blpop(keys, timeout=self._block)
                 backoff = 0.1
             except (TimeoutError, *UNAVAILABLE, ResponseError) as exc:  # ResponseError: planted key
-                log.warning("worker.wake_wait_failed", key=key, error=str(exc), retry_in=backoff)
+                log.warning(
+                    "worker.wake_wait_failed", key=keys[0], error=str(exc), retry_in=backoff
+                )
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue

@@ -31,6 +31,7 @@ from aioqueue.errors import (
 )
 from aioqueue.failures import DEFAULT_MAX_ERROR_SIZE, ErrorRecords, describe, log_text, valid_text
 from aioqueue.job import Envelope, decode_envelope
+from aioqueue.procpool import ProcessPool
 from aioqueue.scripts import Claimed
 from aioqueue.serializers import Serializer
 from aioqueue.task import Task
@@ -72,6 +73,13 @@ class Outcome:
 RELEASE = Outcome("release")
 
 
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """A result that arrives serialized already (from a pool process)."""
+
+    blob: bytes
+
+
 @dataclass(slots=True)
 class Defaults:
     """Worker-wide defaults for options neither the job nor its task set."""
@@ -103,6 +111,9 @@ class Executor:
         signing_key: signing.SigningKeys | None = None,
         max_result_size: int | None = None,
         max_error_size: int | None = DEFAULT_MAX_ERROR_SIZE,
+        *,
+        pool: ProcessPool | None = None,
+        cpu_threads: ThreadPool | None = None,
     ) -> None:
         self.tasks = tasks
         self.serializer = serializer
@@ -114,6 +125,9 @@ class Executor:
         self.max_result_size = max_result_size
         self.errors = ErrorRecords(max_error_size)
         self._plans: dict[tuple[str, float | None, float | None, int | None], Plan] = {}
+        self.pool = pool  # runs the executor="process" tasks
+        # CPU-bound def tasks: no more threads at once than the worker's CPU slots
+        self.cpu_threads = cpu_threads
 
     async def run(self, running: Running) -> Outcome | None:
         """The outcome to record, or None when the delivery is no longer ours.
@@ -179,8 +193,14 @@ class Executor:
                         running.stop(running.stop_reason)  # stopped before its timer existed
                     if task.is_async:
                         result = await task.fn(*args, **kwargs)
+                    elif task.executor == "process" and self.pool is not None:
+                        # serialized by the pool process: its bytes are the stored result
+                        result = _Encoded(await self.pool.run(task, envelope.data))
                     else:
-                        result = await self.threads.run(functools.partial(task.fn, *args, **kwargs))
+                        threads = self.threads
+                        if task.cpu and self.cpu_threads is not None:
+                            threads = self.cpu_threads
+                        result = await threads.run(functools.partial(task.fn, *args, **kwargs))
             except TimeoutError:
                 if not timer.expired():
                     raise  # the task's own TimeoutError: it failed like any error
@@ -191,7 +211,8 @@ class Executor:
                     return self._stopped(running, task.name)
                 timed_out = True
                 raise TimeoutError(self._timed_out(task, timeout))
-            blob = self.serializer.dumps(result)
+            encoded = isinstance(result, _Encoded)
+            blob = result.blob if encoded else self.serializer.dumps(result)
             if self.max_result_size is not None and len(blob) > self.max_result_size:
                 raise PayloadTooLarge(
                     f"result is {len(blob)} bytes; the limit is {self.max_result_size}"

@@ -61,8 +61,10 @@ class QueueKeys:
     __slots__ = (
         "abort",
         "active",
+        "cpu",
         "cron",
         "crondef",
+        "cwake",
         "dead",
         "garbage",
         "garbage_new",
@@ -83,6 +85,10 @@ class QueueKeys:
         self.active = p + "active"
         self.dead = p + "dead"
         self.wake = p + "wake"
+        # CPU-bound jobs a claim moved aside (past the claimer's free CPU slots),
+        # and the wake list of idle workers that have a free CPU slot
+        self.cpu = p + "cpu"
+        self.cwake = p + "cwake"
         self.stats = p + "stats"
         self.workers = p + "workers"
         self.winfo = p + "winfo"
@@ -100,6 +106,11 @@ class QueueKeys:
     def finished_in(self, bucket: int) -> str:
         """Count of jobs finished in 10-second bucket ``bucket`` (ms // THROUGHPUT_BUCKET_MS)."""
         return f"{self.prefix}tput:{bucket}"
+
+    def nudge(self, worker_id: str) -> str:
+        """One worker's own wake list: pushed by the worker itself when a CPU slot
+        frees while it blocks without ``cwake`` (it could not take those jobs)."""
+        return f"{self.prefix}nudge:{worker_id}"
 
     def lock(self, name: str) -> str:
         """Held by the delivery running a job with this lock: '<job id> <token>'."""

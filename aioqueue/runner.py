@@ -2,7 +2,9 @@
 
 Precedence: the CLI flag, else its AIOQUEUE_* variable (click merges those two
 into ``RunOptions``, None when neither is given), else the Worker's own value.
-Supervised children get the resolved values in their environment.
+They are applied in one ``Worker.configure`` call, so values derived from them
+(prefetch from concurrency, heartbeat from lease) are derived from the final
+ones. Supervised children get the given values in their environment.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class RunOptions:
     redis_url: str | None = None
     queues: str | None = None
     concurrency: int | None = None
+    prefetch: int | None = None
+    cpu_slots: int | None = None
+    process_pool: int | None = None
+    lease: float | None = None
+    heartbeat: float | None = None
     grace: float | None = None
     burst: bool | None = None
     max_jobs_per_child: int | None = None
@@ -49,18 +56,22 @@ class RunOptions:
 
     def apply(self, worker: Worker) -> None:
         """Overrides the worker's own values with the ones given here."""
-        if self.redis_url:
-            worker.redis_url = self.redis_url
+        queues = None
         if self.queues:
-            worker.set_queues(q.strip() for q in self.queues.split(",") if q.strip())
-        if self.concurrency is not None:
-            worker.concurrency = self.concurrency
-        if self.grace is not None:
-            worker.grace = self.grace
-        if self.burst is not None:
-            worker.burst = self.burst
-        if self.max_jobs_per_child is not None:
-            worker.max_jobs = self.max_jobs_per_child
+            queues = tuple(q.strip() for q in self.queues.split(",") if q.strip())
+        worker.configure(
+            redis_url=self.redis_url or None,
+            queues=queues,
+            concurrency=self.concurrency,
+            prefetch=self.prefetch,
+            cpu_slots=self.cpu_slots,
+            process_pool=self.process_pool,
+            lease=self.lease,
+            heartbeat=self.heartbeat,
+            grace=self.grace,
+            burst=self.burst,
+            max_jobs=self.max_jobs_per_child,
+        )
 
     def child_env(self) -> dict[str, str]:
         """The given worker settings as the environment of supervised children."""
@@ -68,6 +79,11 @@ class RunOptions:
             "AIOQUEUE_REDIS_URL": self.redis_url,
             "AIOQUEUE_QUEUES": self.queues,
             "AIOQUEUE_CONCURRENCY": self.concurrency,
+            "AIOQUEUE_PREFETCH": self.prefetch,
+            "AIOQUEUE_CPU_SLOTS": self.cpu_slots,
+            "AIOQUEUE_PROCESS_POOL": self.process_pool,
+            "AIOQUEUE_LEASE": self.lease,
+            "AIOQUEUE_HEARTBEAT": self.heartbeat,
             "AIOQUEUE_GRACE": self.grace,
             "AIOQUEUE_BURST": None if self.burst is None else ("1" if self.burst else "0"),
             "AIOQUEUE_MAX_JOBS_PER_CHILD": self.max_jobs_per_child,
@@ -96,7 +112,8 @@ def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:
                 log.info("devredis.not_needed", url=redact(DEFAULT_URL))
             else:
                 dev = DevRedis()
-                worker.redis_url = child_env["AIOQUEUE_REDIS_URL"] = dev.start()
+                child_env["AIOQUEUE_REDIS_URL"] = dev.start()
+                worker.configure(redis_url=child_env["AIOQUEUE_REDIS_URL"])
         if processes == 0:
             run_worker(worker, use_uvloop=use_uvloop)
             return 0

@@ -72,6 +72,7 @@ class Claimed:
     lost: int
     payload: bytes | None
     lock: bytes = b""
+    cpu: bool = False  # a job of one of the claiming worker's CPU-bound tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,8 @@ class ClaimReply:
     wait_ms: how long an idle worker may block (-1: nothing pending); promoted,
     reaped: due jobs and expired leases it moved to the ready list (each at most
     the call's promote limit); set_aside: lines '<key>\\0<reason>' of things set
-    aside since the last claim that took them (logged by ``claim``).
+    aside since the last claim that took them (logged by ``claim``);
+    waiting_cpu: CPU-bound jobs left aside for workers with a free CPU slot.
     """
 
     wait_ms: float
@@ -89,6 +91,7 @@ class ClaimReply:
     promoted: int
     reaped: int
     set_aside: list[bytes]
+    waiting_cpu: int = 0
 
 
 class Scripts:
@@ -363,25 +366,50 @@ class Scripts:
                 await self.redis.owner_of(prefix)
 
     async def claim(
-        self, queue: str, n: int, worker: str, lease_ms: int, promote_limit: int = PROMOTE_LIMIT
+        self,
+        queue: str,
+        n: int,
+        worker: str,
+        lease_ms: int,
+        promote_limit: int = PROMOTE_LIMIT,
+        *,
+        cpu_free: int = 0,
+        cpu_tasks: tuple[str, ...] = (),
+        run_free: int | None = None,
     ) -> ClaimReply:
         """Up to n deliveries, and the ms an idle worker may wait (-1: nothing pending).
 
-        The wait has microsecond precision: a worker waiting for a due time
-        must not add up to a millisecond of rounding to it. What the call set
-        aside (and earlier calls of any Function did) is logged here.
+        cpu_tasks: the worker's CPU-bound tasks, of which at most cpu_free jobs
+        are taken, and only among the first run_free jobs of the claim (see
+        claim in the Lua library). The wait has microsecond precision: a worker
+        waiting for a due time must not add up to a millisecond of rounding to
+        it. What the call set aside (and earlier calls of any Function did) is
+        logged here.
         """
         # a claim sent again after a lost reply returns the same deliveries (see the
         # Lua claim); so does the next claim after one whose outcome is unknown
         claim_id = self._claim_ids.pop(queue, None) or secrets.token_hex(8)
+        run = n if run_free is None else run_free
         try:
-            out = await self._call("claim", queue, n, worker, lease_ms, promote_limit, claim_id)
+            out = await self._call(
+                "claim",
+                queue,
+                n,
+                worker,
+                lease_ms,
+                promote_limit,
+                claim_id,
+                cpu_free,
+                run,
+                *cpu_tasks,
+            )
         except BaseException:
             self._claim_ids[queue] = claim_id
             raise
-        wait_us, promoted, reaped, news = int(out[0]), int(out[1]), int(out[2]), int(out[3])
-        first = 4 + news
-        lines = list(out[4:first])
+        wait_us, promoted, reaped = int(out[0]), int(out[1]), int(out[2])
+        waiting_cpu, news = int(out[3]), int(out[4])
+        first = 5 + news
+        lines = list(out[5:first])
         if lines:
             log_set_aside(queue, lines)
         # ids are checked by the Function: valid UTF-8, no spaces or NUL
@@ -394,11 +422,12 @@ class Scripts:
                 int(out[i + 3]),
                 out[i + 4],
                 out[i + 5],
+                out[i + 6] == 1,
             )
-            for i in range(first, len(out), 6)
+            for i in range(first, len(out), 7)
         ]
         wait_ms = wait_us / 1000 if wait_us >= 0 else -1.0
-        return ClaimReply(wait_ms, jobs, promoted, reaped, lines)
+        return ClaimReply(wait_ms, jobs, promoted, reaped, lines, waiting_cpu)
 
     async def finish(
         self, queue: str, items: list[tuple[str, str, str, bytes, int, int]]

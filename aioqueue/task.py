@@ -11,6 +11,13 @@ narrows that to jobs whose arguments give the same key. A job that finds the
 lock taken waits (``on_locked="wait"``: parked until the holder ends, no
 polling) or is dropped (``on_locked="drop"``: it ends as aborted). The lock is
 taken by the claim itself and lapses with the holder's lease if its worker dies.
+
+Kinds: a task is I/O-bound (an ``async def``, or ``cpu=False``) or CPU-bound
+(``cpu=True``, or a plain ``def``, which runs in a thread). A worker holds only
+as many CPU-bound deliveries as it can run at once and never prefetches them,
+so a burst of them spreads over the worker processes. ``executor="process"``
+runs a plain ``def`` in the worker's process pool instead of a thread: true
+parallelism in one worker, and a timeout that really stops the function.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ DEFAULT_RESULT_TTL = 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
 
 OnLocked = Literal["wait", "drop"]
+ExecutorName = Literal["thread", "process"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +119,9 @@ class Task(Generic[P, R]):
     __slots__ = (
         "backoff",
         "backoff_max",
+        "cpu",
         "defaults",
+        "executor",
         "fn",
         "is_async",
         "lock",
@@ -129,11 +139,18 @@ class Task(Generic[P, R]):
         backoff_max: float = 300.0,
         max_lost: int = 3,
         lock: TaskLock | None = None,
+        cpu: bool | None = None,
+        executor: ExecutorName | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
         self.defaults = defaults.validate()
         self.is_async = fn is not None and inspect.iscoroutinefunction(fn)
+        self.executor = _check_executor(fn, name, self.is_async, cpu, executor)
+        if cpu is None:
+            # a plain def holds the GIL unless it says otherwise: counted as CPU-bound
+            cpu = fn is not None and (executor == "process" or not self.is_async)
+        self.cpu = cpu
         self.backoff = seconds(backoff, "backoff")
         self.backoff_max = seconds(backoff_max, "backoff_max")
         self.max_lost = count(max_lost, "max_lost", least=0)
@@ -190,6 +207,39 @@ class Call(Generic[R]):
         return replace(self, task=self.task.options(**options))
 
 
+def _check_executor(
+    fn: Callable[..., Any] | None,
+    name: str,
+    is_async: bool,
+    cpu: bool | None,
+    executor: str | None,
+) -> ExecutorName | None:
+    if cpu is not None and not isinstance(cpu, bool):
+        raise ConfigurationError(f"task {name!r}: cpu must be True or False, got {cpu!r}")
+    if executor is None:
+        return None
+    if executor not in ("thread", "process"):
+        raise ConfigurationError(
+            f"task {name!r}: executor must be 'thread' or 'process', got {executor!r}"
+        )
+    if is_async:
+        raise ConfigurationError(
+            f"task {name!r}: executor={executor!r} runs a plain def; this is an async def"
+        )
+    if executor == "process":
+        if cpu is False:
+            raise ConfigurationError(
+                f"task {name!r}: a process-pool task holds a pool process: it cannot be cpu=False"
+            )
+        qualname = getattr(fn, "__qualname__", "")
+        if fn is not None and ("<" in qualname or getattr(fn, "__module__", None) is None):
+            raise ConfigurationError(
+                f"task {name!r} runs in a process pool, so its function must be importable"
+                f" by module and name (a def at module level); {qualname!r} is not"
+            )
+    return executor  # type: ignore[return-value]
+
+
 def task_ref(name: str, **options: Any) -> Task[..., Any]:
     """A task known only by name, for producers that do not import worker code."""
     return Task(None, name, JobOptions(**options))
@@ -231,6 +281,8 @@ def task(
     unique: bool = False,
     unique_key: Callable[..., object] | None = None,
     on_locked: OnLocked = "wait",
+    cpu: bool | None = None,
+    executor: ExecutorName | None = None,
 ) -> _TaskDecorator: ...
 def task(
     fn: Callable[..., Any] | None = None,
@@ -247,6 +299,8 @@ def task(
     unique: bool = False,
     unique_key: Callable[..., object] | None = None,
     on_locked: OnLocked = "wait",
+    cpu: bool | None = None,
+    executor: ExecutorName | None = None,
 ) -> Task[Any, Any] | _TaskDecorator:
     """Declare a task: ``@task`` or ``@task(max_attempts=5, timeout=30)``.
 
@@ -256,12 +310,23 @@ def task(
     that kills its worker every time must not loop forever).
     unique / unique_key / on_locked: see the module docstring; unique_key is
     called with the job's arguments at enqueue time and implies unique.
+    cpu: the task is CPU-bound (default: True for a plain ``def``, False for an
+    ``async def``); a worker holds at most ``cpu_slots`` such deliveries.
+    executor: ``"process"`` runs a plain ``def`` in the worker's process pool
+    (see the module docstring); ``"thread"`` (the default for a ``def``) in a thread.
     """
     defaults = JobOptions(
         queue=queue, timeout=timeout, max_attempts=max_attempts, result_ttl=result_ttl
     )
     lock = TaskLock(unique_key, on_locked) if unique or unique_key is not None else None
-    extra = {"backoff": backoff, "backoff_max": backoff_max, "max_lost": max_lost, "lock": lock}
+    extra = {
+        "backoff": backoff,
+        "backoff_max": backoff_max,
+        "max_lost": max_lost,
+        "lock": lock,
+        "cpu": cpu,
+        "executor": executor,
+    }
     decorator = _TaskDecorator(name, defaults, extra)
     if fn is not None:
         return decorator(fn)

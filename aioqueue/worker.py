@@ -1,7 +1,8 @@
 """The worker: one event loop running many jobs at once.
 
     fetch ──(bounded stream)──> consumers (≤ concurrency tasks) ──> outcomes ──> flush
-      │  claims only as many jobs as the capacity limiter has free slots
+      │  claims only as many jobs as it has free slots, CPU-bound ones only
+      │  into free CPU slots (fair dispatch, dispatch.py)
       └─ blocks on the queues' wake lists when idle (BLPOP), never polls
 
     Consumers are long-lived tasks started on demand up to ``concurrency``: a
@@ -15,6 +16,9 @@ Stopping (``stop()``, or SIGTERM/SIGINT when ``handle_signals``): fetching stops
 jobs claimed but not started go back at once, running jobs get ``grace`` seconds,
 then are cancelled and handed back; outcomes are flushed; the worker deregisters.
 A second stop request skips what is left of the grace period.
+
+Settings live in one frozen ``WorkerSettings`` (settings.py); ``configure``
+replaces it before a run, never during one.
 
 Burst mode (``burst=True``) stops the worker by itself once a claim finds no
 ready job and none of its own jobs runs: the queues are drained. Jobs scheduled
@@ -46,18 +50,20 @@ from aioqueue import signing
 from aioqueue.cluster import ClusterClient, ClusterWaker, any_node_pubsub
 from aioqueue.connection import DEFAULT_URL, UNAVAILABLE, RedisClient, connect_any, redact
 from aioqueue.cron import CronJob
-from aioqueue.durations import seconds
+from aioqueue.dispatch import Dispatch
 from aioqueue.errors import ConfigurationError
 from aioqueue.executor import RELEASE, Defaults, Executor, Outcome, Running
 from aioqueue.failures import DEFAULT_MAX_ERROR_SIZE, check_max_error_size
 from aioqueue.garbage import abort_target
 from aioqueue.handoff import Handoff
 from aioqueue.heartbeat import on_schedule
-from aioqueue.keys import QueueKeys, check_queue_name
+from aioqueue.keys import QueueKeys
 from aioqueue.outcomes import OutcomeWriter
+from aioqueue.procpool import ProcessPool
 from aioqueue.scheduler import CronRunner, WakeWaiter
 from aioqueue.scripts import Claimed, Scripts
 from aioqueue.serializers import Serializer, get_serializer
+from aioqueue.settings import SettingsView, WorkerSettings
 from aioqueue.task import DEFAULT_QUEUE, Task, task
 from aioqueue.threads import ThreadPool
 
@@ -70,7 +76,6 @@ Hook = Callable[[dict[str, Any]], Awaitable[None]]
 log = structlog.get_logger("aioqueue.worker")
 
 IDLE_WAIT = 5.0  # longest a worker blocks without a look at its queues
-PREFETCH_JOB_TIME = 0.02  # mean job seconds under which a worker prefetches
 MAX_BACKOFF = 2.0  # longest wait between reconnect attempts: back within 2 s of Redis
 REGISTRY_TTL = 60.0
 # outcomes written per finish call: a few ms of Redis time at most, however
@@ -78,12 +83,15 @@ REGISTRY_TTL = 60.0
 FINISH_BATCH = 256
 
 
-class Worker:
+class Worker(SettingsView):
     """Runs the jobs of ``queues`` (in priority order) with ``tasks``.
 
-    concurrency: most jobs running at once. prefetch: deliveries claimed ahead
-    of a free slot while jobs are short (default: concurrency); they go back at
-    once when the worker stops. lease: seconds a delivery is held without a
+    concurrency: most jobs running at once. prefetch: I/O-bound deliveries
+    claimed ahead of a free slot while jobs are short (default: concurrency, 0
+    for concurrency 1); they go back at once when the worker stops. cpu_slots:
+    CPU-bound deliveries held at once (never prefetched). process_pool: size
+    of the pool for ``executor="process"`` tasks (default: the CPUs available).
+    lease: seconds a delivery is held without a
     heartbeat before another worker may take it. grace: seconds running jobs get
     to finish when the worker stops. max_result_size: largest encoded result in
     bytes (a larger one fails the job). max_error_size: largest error record
@@ -118,31 +126,19 @@ class Worker:
         name: str | None = None,
         burst: bool = False,
         cron: Iterable[CronJob] = (),
+        cpu_slots: int = 1,
+        process_pool: int | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigurationError("concurrency must be at least 1")
-        if lease <= 0 or grace < 0:
-            raise ConfigurationError("lease must be positive and grace not negative")
-        self.redis_url = redis_url
-        self.set_queues(queues)
-        self.concurrency = concurrency
-        self.prefetch = concurrency if prefetch is None else prefetch
-        self.lease = lease
-        self.heartbeat_interval = heartbeat if heartbeat is not None else lease / 3
-        self.grace = grace
+        # every parameter that is a setting: one frozen object, checked and derived there
+        self.settings = WorkerSettings.from_arguments(locals())
+        self._keys = {q: QueueKeys(q) for q in self.queues}
         self.serializer = get_serializer(serializer)
-        result_ttl = seconds(result_ttl, "result_ttl", negative=True, timedelta_ok=False)
-        self.defaults = Defaults(job_timeout, max_attempts, result_ttl)
-        self.sync_threads = sync_threads
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
-        self.max_jobs = max_jobs
-        self.max_result_size = max_result_size
         if signing_key is not None:
             signing.Signer(signing_key)  # a bad key is a ConfigurationError here, not at run
         self.max_error_size = check_max_error_size(max_error_size)
         self.signing_key = signing_key
-        self.burst = burst
         self.tasks: dict[str, Task[Any, Any]] = {}
         for t in tasks:
             self.register(t)
@@ -158,6 +154,7 @@ class Worker:
         self._outcomes: list[tuple[Running, Outcome]] = []
         self._stop_calls = 0
         self._stopping = False
+        self._active = False  # run() is under way: settings stay as they are
 
     def _reset(self) -> None:
         # anyio primitives belong to the event loop that runs the worker: made here, not in __init__
@@ -169,18 +166,27 @@ class Worker:
         self._fetch_done = anyio.Event()
         self._flush_lock = anyio.Lock()
         self._slot_freed = anyio.Event()
-        self._mean_job_time = 0.0
         self._stopping = False
         if self._stop_calls:
             self._stop.set()
         if self._stop_calls > 1:
             self._hurry.set()
 
-    def set_queues(self, queues: Iterable[str]) -> None:
-        self.queues = [check_queue_name(q) for q in queues]
-        if not self.queues:
-            raise ConfigurationError("a worker needs at least one queue")
+    def configure(self, **changes: Any) -> None:
+        """Replaces settings (``WorkerSettings`` field names; None keeps a value);
+        derived ones follow. Refused while the worker runs: its loops read them."""
+        if self._active:
+            raise ConfigurationError("configure() a worker before run(), not while it runs")
+        self.settings = self.settings.replace(**changes)
         self._keys = {q: QueueKeys(q) for q in self.queues}
+
+    def set_queues(self, queues: Iterable[str]) -> None:
+        self.configure(queues=tuple(queues))
+
+    @property
+    def defaults(self) -> Defaults:
+        s = self.settings
+        return Defaults(s.job_timeout, s.max_attempts, s.result_ttl)
 
     # -- tasks ---------------------------------------------------------------------
 
@@ -225,13 +231,17 @@ class Worker:
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Runs until ``stop()``; ``task_status.started()`` once it is fetching jobs."""
-        if handle_signals:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_signals, tg.cancel_scope)
+        self._active = True
+        try:
+            if handle_signals:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch_signals, tg.cancel_scope)
+                    await self._run(task_status)
+                    tg.cancel_scope.cancel()
+            else:
                 await self._run(task_status)
-                tg.cancel_scope.cancel()
-        else:
-            await self._run(task_status)
+        finally:
+            self._active = False
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) as signals:
@@ -243,7 +253,14 @@ class Worker:
 
     async def _run(self, task_status: TaskStatus[None]) -> None:
         self._reset()
+        self._dispatch = Dispatch(self.settings, self.tasks)
+        self._nudge = self._keys[self.queues[0]].nudge(self.id)
         async with contextlib.AsyncExitStack() as stack:
+            pool: ProcessPool | None = None
+            pooled = [t for t in self.tasks.values() if t.executor == "process"]
+            if pooled:  # first: a task it cannot import fails the start, before any claim
+                pool = ProcessPool(pooled, self.settings.pool_size, self.serializer)
+                await stack.enter_async_context(pool)
             self._redis = connect_any(self.redis_url)
             stack.push_async_callback(self._redis.aclose)
             # blocking and pub/sub reads get connections of their own
@@ -254,8 +271,8 @@ class Worker:
             self._cluster_waker: ClusterWaker | None = None
             if isinstance(self._block_redis, RedisCluster):
                 # wake lists of different queues live in different slots: no single BLPOP
-                wake = [k.wake for k in self._keys.values()]
-                self._cluster_waker = ClusterWaker(self._block_redis, wake, IDLE_WAIT)
+                sources = self._dispatch.cluster_sources(list(self._keys.values()), self._nudge)
+                self._cluster_waker = ClusterWaker(self._block_redis, sources, IDLE_WAIT)
             else:
                 assert isinstance(self._redis, Redis) and isinstance(self._block_redis, Redis)
                 self._waker = WakeWaiter(self._block_redis, self._redis, IDLE_WAIT)
@@ -276,8 +293,12 @@ class Worker:
                 self.signing_key,
                 self.max_result_size,
                 self.max_error_size,
+                pool=pool,
+                cpu_threads=ThreadPool(self.settings.cpu_slots, name="aioqueue-cpu"),
             )
             stack.callback(self.executor.threads.close)
+            if self.executor.cpu_threads is not None:
+                stack.callback(self.executor.cpu_threads.close)
             handoff: Handoff[Running] = Handoff()
             async with anyio.create_task_group() as service:
                 service.start_soon(self._flush_loop)
@@ -285,6 +306,10 @@ class Worker:
                 service.start_soon(self._abort_listener)
                 if self._cluster_waker is not None:
                     service.start_soon(self._cluster_waker.run)
+                if self._dispatch.cpu_tasks:
+                    service.start_soon(self._dispatch.nudge_loop, self._redis, self._nudge)
+                if pool is not None:
+                    service.start_soon(pool.serve)
                 cron_scope = anyio.CancelScope()
                 if self.cron:
                     runner = CronRunner(
@@ -379,17 +404,6 @@ class Worker:
                 handoff.close()
                 self._fetch_done.set()
 
-    def _capacity(self) -> int:
-        """How many deliveries this worker may hold: running plus prefetched.
-
-        Prefetch keeps consumers busy while the next claim is in flight, which is
-        what short jobs need; with long jobs it would only hoard jobs that another
-        worker could start, so it is used only while jobs are short on average.
-        """
-        if self._mean_job_time < PREFETCH_JOB_TIME:
-            return self.concurrency + self.prefetch
-        return self.concurrency
-
     async def _fetch_loop(self, handoff: Handoff[Running]) -> None:
         backoff = 0.05
         backlog = False
@@ -399,7 +413,7 @@ class Worker:
                 # the event loop lets finished jobs free their slots, and the next
                 # claim takes many jobs in one round trip instead of one.
                 await anyio.lowlevel.checkpoint()
-            want = self._capacity() - len(self._running)
+            want = self._dispatch.capacity() - len(self._running)
             if want <= 0:
                 self._slot_freed = anyio.Event()
                 await self._slot_freed.wait()
@@ -428,6 +442,7 @@ class Worker:
             batch = [Running(job) for job in claimed]
             for running in batch:
                 self._running[(running.job.queue, running.job.token)] = running
+                self._dispatch.held(running)
             self._all_done = anyio.Event()
             self._grow_consumers()
             # hand the whole batch over in this loop pass (the capacity bounds it)
@@ -439,10 +454,24 @@ class Worker:
         claimed: list[Claimed] = []
         wait = -1.0
         lease_ms = int(self.lease * 1000)
+        dispatch = self._dispatch
+        cpu_free, run_free = dispatch.cpu_free(), dispatch.run_free()
+        dispatch.cpu_waiting = False
         for queue in self.queues:
-            reply = await self.scripts.claim(queue, want - len(claimed), self.id, lease_ms)
-            claimed.extend(reply.jobs)
-            wait_ms = reply.wait_ms
+            reply = await self.scripts.claim(
+                queue,
+                want - len(claimed),
+                self.id,
+                lease_ms,
+                cpu_free=cpu_free,
+                cpu_tasks=dispatch.cpu_tasks,
+                run_free=run_free,
+            )
+            wait_ms, got = reply.wait_ms, reply.jobs
+            dispatch.cpu_waiting |= reply.waiting_cpu > 0
+            claimed.extend(got)
+            cpu_free = max(0, cpu_free - sum(job.cpu for job in got))
+            run_free = max(0, run_free - len(got))
             if wait_ms >= 0 and (wait < 0 or wait_ms < wait):
                 wait = wait_ms
             if len(claimed) >= want:
@@ -451,10 +480,19 @@ class Worker:
 
     async def _block(self, wait_ms: float) -> None:
         timeout = IDLE_WAIT if wait_ms < 0 else min(wait_ms / 1000, IDLE_WAIT)
+        self._dispatch.blocking()
+        try:
+            await self._block_on(timeout, wait_ms)
+        finally:
+            self._dispatch.awake()
+
+    async def _block_on(self, timeout: float, wait_ms: float) -> None:
         if self._cluster_waker is not None:
             await self._cluster_waker.wait(timeout)
             return
-        keys = [self._keys[q].wake for q in self.queues]
+        keys = [k for q in self.queues for k in self._dispatch.wake_keys(self._keys[q])]
+        if self._dispatch.cpu_tasks:
+            keys.append(self._nudge)
         try:
             with anyio.fail_after(timeout + 10):  # a stalled link must not wedge the fetcher
                 await self._waker.wait(keys, wait_ms)
@@ -513,13 +551,13 @@ class Worker:
             try:
                 outcome = await self.executor.run(running)
             finally:
-                elapsed = time.perf_counter() - started
-                self._mean_job_time += (elapsed - self._mean_job_time) / 64
+                self._dispatch.ran(running, time.perf_counter() - started)
                 self._finished(running, outcome)
 
     def _finished(self, running: Running, outcome: Outcome | None) -> None:
         job = running.job
         del self._running[(job.queue, job.token)]
+        self._dispatch.released(running)
         self._slot_freed.set()
         if outcome is not None:
             self._outcomes.append((running, outcome))

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from aioqueue.settings import available_cpus
 
 __all__ = ["SupervisorConfig", "default_processes", "parse_size"]
 
 
 def default_processes() -> int:
-    """The CPUs this process may run on (the affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """The CPUs this process may run on (the affinity mask, not the machine's count):
+    the same count a worker's process pool defaults to."""
+    return available_cpus()
 
 
 def parse_size(text: str) -> int:

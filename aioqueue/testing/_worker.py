@@ -140,7 +140,7 @@ async def run_worker(worker: Worker) -> AsyncIterator[RunningWorker]:
     """
     env = current()
     saved = (worker.redis_url, worker.tasks, worker.cron)
-    worker.redis_url = env.url
+    worker.configure(redis_url=env.url)
     worker.tasks = {name: _recording(t, env.failures) for name, t in worker.tasks.items()}
     worker.cron = []  # fired by the test clock (RunningWorker._fire_cron)
     running = RunningWorker(worker, env, saved[2])
@@ -161,5 +161,6 @@ async def run_worker(worker: Worker) -> AsyncIterator[RunningWorker]:
                 worker.stop()
                 worker.stop()  # no grace: the test is over
     finally:
-        worker.redis_url, worker.tasks, worker.cron = saved
+        worker.configure(redis_url=saved[0])
+        worker.tasks, worker.cron = saved[1], saved[2]
         await running._close()
