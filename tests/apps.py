@@ -17,6 +17,7 @@ worker = Worker(
         tasks.whoami,
         tasks.blocking_sleep,
         tasks.signal_and_sleep,
+        tasks.rendezvous,
     ],
     redis_url=os.environ.get("AIOQUEUE_REDIS_URL", "redis://localhost:6379/0"),
     queues=[os.environ.get("TEST_QUEUE", "default")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import anyio
@@ -92,3 +93,60 @@ async def signal_and_sleep(url: str, key: str, seconds: float) -> int:
 @task
 async def returns_object() -> object:
     return object()
+
+
+def _spin(n: int) -> int:
+    total = 0
+    for i in range(n):  # pure Python: holds the GIL
+        total += i
+    return total
+
+
+@task(max_attempts=1)
+def rendezvous(url: str, prefix: str, spin: int = 20_000) -> dict[str, object]:
+    """A CPU-bound (plain def) job that meets a partner: the k-th job to start
+    pairs with the (k+1)-th (k odd) and waits for it to start, so a process
+    that holds more CPU jobs than it can run at once never lets both run.
+    Records {pid, k, start, end} (monotonic: one clock for all processes)."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        start = time.monotonic()
+        k = int(client.incr(f"{prefix}:started"))
+        pair = (k + 1) // 2
+        met = True
+        if k % 2:
+            met = client.blpop([f"{prefix}:pair:{pair}"], timeout=20) is not None
+        else:
+            client.rpush(f"{prefix}:pair:{pair}", "go")
+        _spin(spin)
+        record = {"pid": os.getpid(), "k": k, "start": start, "end": time.monotonic(), "met": met}
+        client.rpush(f"{prefix}:runs", json.dumps(record))
+        return record
+    finally:
+        client.close()
+
+
+GATES: dict[str, threading.Event] = {}
+STARTED: dict[str, threading.Event] = {}
+
+
+def gate(name: str) -> threading.Event:
+    return GATES.setdefault(name, threading.Event())
+
+
+def started(group: str) -> threading.Event:
+    return STARTED.setdefault(group, threading.Event())
+
+
+@task(max_attempts=1)
+def gated(group: str, i: int) -> int:
+    """CPU-bound by kind (a plain def): sets ``started(group)``, then holds its CPU
+    slot until the test opens ``gate(f"{group}-{i}")`` (workers in the test's process)."""
+    started(group).set()
+    if not gate(f"{group}-{i}").wait(30):
+        raise TimeoutError(f"gate {group}-{i} never opened")
+    return i

@@ -37,6 +37,7 @@ EXPECTED = {
     "Task",
     "UnknownTaskError",
     "Worker",
+    "WorkerSettings",
     "__version__",
     "current_job",
     "task",
