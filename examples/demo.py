@@ -56,14 +56,15 @@ async def produce(url: str, queue: str) -> None:
     async with Admin(url) as admin, Queue(url, name=queue) as q:
         say("waiting for 2 worker processes ...")
         await wait_for_workers(admin, queue, 2)
+        # a burst of CPU-bound jobs onto two idle processes: each holds one at a time
+        primes = await q.enqueue_many(count_primes.call(400_000 + i) for i in range(4))
         pages = await q.enqueue_many(
             fetch_page.call(f"https://example.com/page/{i}") for i in range(24)
         )
-        primes = await q.enqueue_many(count_primes.call(400_000 + i) for i in range(4))
         reminder = await q.enqueue(send_reminder.options(delay=1.5), "stand-up in 5 minutes")
         payment = await q.enqueue(charge_card, 1042)
-        jobs: list[Any] = [*pages, *primes, reminder, payment]
-        say(f"enqueued {len(jobs)} jobs: 24 I/O-bound, 4 CPU-bound, 1 delayed 1.5s, 1 failing")
+        jobs: list[Any] = [*primes, *pages, reminder, payment]
+        say(f"enqueued {len(jobs)} jobs: 4 CPU-bound, 24 I/O-bound, 1 delayed 1.5s, 1 failing")
 
         done = {"n": 0}
         outcomes: dict[str, Any] = {}
@@ -90,6 +91,11 @@ async def produce(url: str, queue: str) -> None:
         for job in primes:
             r = outcomes[job.id]
             say(f"primes below {r['limit']}: {r['primes']} (process {r['pid']})")
+        cpu_by_pid = Counter(outcomes[j.id]["pid"] for j in primes)
+        say(
+            f"CPU-bound jobs per worker process: {dict(cpu_by_pid)} (a process holds only"
+            " the CPU-bound jobs it can run at once, so a burst spreads over the processes)"
+        )
         say(f"delayed job: {outcomes[reminder.id]!r}")
         err = outcomes[payment.id]
         say(f"failing job: {err.exc_type}: {err.exc_message}\n")

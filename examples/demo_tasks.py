@@ -23,7 +23,9 @@ async def fetch_page(url: str) -> dict[str, object]:
 
 @task
 def count_primes(limit: int) -> dict[str, int]:
-    """CPU-bound: a plain ``def`` runs in a thread; separate processes give it separate cores."""
+    """CPU-bound: a plain ``def`` runs in a thread and counts as CPU-bound, so each
+    worker process takes one at a time and a burst of them spreads over the processes
+    (``aioqueue run --processes N``: separate processes, separate cores)."""
     sieve = bytearray([1]) * (limit + 1)
     sieve[0:2] = b"\x00\x00"
     for n in range(2, int(limit**0.5) + 1):
