@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import secrets
 from contextvars import ContextVar
@@ -21,6 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AskError, OutOfMemoryError, ResponseError
 
+from aioqueue import signing
 from aioqueue.cluster import ClusterClient, load_library
 from aioqueue.connection import UNAVAILABLE, RedisClient, refusal
 from aioqueue.errors import (
@@ -31,12 +33,21 @@ from aioqueue.errors import (
     RedisUnavailable,
 )
 from aioqueue.garbage import log_set_aside
+from aioqueue.job import ENVELOPE_VERSION
 from aioqueue.keys import queue_prefix
 from aioqueue.lane import Lane, MergedFailure, closed_transport
 
 _SOURCE = resources.files("aioqueue").joinpath("lua/aioqueue.lua").read_text()
-VERSION = hashlib.sha1(_SOURCE.encode()).hexdigest()[:10]  # noqa: S324 - a name, not security
-LIBRARY = _SOURCE.replace("__VERSION__", VERSION)
+# what the claim must know of the payload to read a job's task name; in the
+# version hash, so a change here is a new library, never two under one name
+_CONSTANTS = {
+    "__SIGNED_MAGIC__": signing.MAGIC.decode(),
+    "__SIGNED_HEADER__": str(signing.HEADER),
+    "__ENVELOPE_VERSION__": str(ENVELOPE_VERSION),
+}
+_TEXT = functools.reduce(lambda text, kv: text.replace(*kv), _CONSTANTS.items(), _SOURCE)
+VERSION = hashlib.sha1(_TEXT.encode()).hexdigest()[:10]  # noqa: S324 - a name, not security
+LIBRARY = _TEXT.replace("__VERSION__", VERSION)
 _FN = f"aq_{VERSION}_"
 # aioqueue.testing's build: these same function names on its private Redis, on a
 # clock that moves only when a test moves it. A worker refuses a Redis that holds

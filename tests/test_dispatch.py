@@ -26,8 +26,8 @@ LEASE = 30_000
 async def claim(
     queue: Queue, name: str, worker: str, cpu_free: int, cpu: tuple[str, ...] = (CPU,), n: int = 10
 ) -> list[Claimed]:
-    _, got = await queue.scripts.claim(name, n, worker, LEASE, cpu_free=cpu_free, cpu_tasks=cpu)
-    return got
+    reply = await queue.scripts.claim(name, n, worker, LEASE, cpu_free=cpu_free, cpu_tasks=cpu)
+    return reply.jobs
 
 
 async def test_claim_takes_cpu_jobs_only_into_free_slots_and_keeps_the_rest_in_order(
@@ -76,9 +76,11 @@ async def test_claim_takes_a_cpu_job_only_where_it_starts_at_once(
     ]
     # room for two jobs to start now (the worker holds others): the CPU job would
     # wait in line behind i1 and i2, so it stays for a worker that can run it now
-    _, got = await queue.scripts.claim(
-        queue_name, 10, "w", LEASE, cpu_free=1, cpu_tasks=(CPU,), run_free=2
-    )
+    got = (
+        await queue.scripts.claim(
+            queue_name, 10, "w", LEASE, cpu_free=1, cpu_tasks=(CPU,), run_free=2
+        )
+    ).jobs
     assert [j.id for j in got] == [i1, i2, i3]
     assert await queue.redis.lrange(QueueKeys(queue_name).cpu, 0, -1) == [c1.encode()]
 

@@ -76,7 +76,7 @@ def test_task_kinds() -> None:
 
 
 def claimed(cpu: bool) -> Running:
-    return Running(Claimed("q", "id", "t", 1, 0, b"", cpu))
+    return Running(Claimed("q", "id", "t", 1, 0, b"", cpu=cpu))
 
 
 def test_prefetch_follows_the_mean_of_io_jobs_only() -> None:
