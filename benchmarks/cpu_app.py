@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from aioqueue import Worker, task
 
@@ -15,17 +16,20 @@ def spin(n: int) -> int:
 
 
 @task
-def burn(n: int) -> int:
-    """CPU-bound (a plain def): runs in a thread of its worker process."""
+def burn(n: int) -> tuple[int, float, float]:
+    """CPU-bound (a plain def): runs in a thread of its worker process.
+    Returns (pid, start, end), monotonic: one clock for all processes here."""
+    start = time.monotonic()
     spin(n)
-    return os.getpid()
+    return os.getpid(), start, time.monotonic()
 
 
 @task(executor="process")
-def burn_in_pool(n: int) -> int:
+def burn_in_pool(n: int) -> tuple[int, float, float]:
     """The same work in the worker's process pool."""
+    start = time.monotonic()
     spin(n)
-    return os.getpid()
+    return os.getpid(), start, time.monotonic()
 
 
 @task

@@ -8,8 +8,12 @@
   2-process pool (`executor="process"`, `AIOQUEUE_PROCESS_POOL=2`), taking
   turns. The ratio is the 1-process time over the other, per repetition
   (median, range); the target is >= 1.8 for 2 processes. Each line also says
-  how many cores other programs kept busy meanwhile (from /proc): on a shared
-  machine that is what the figures must be read against.
+  how busy the processes that ran jobs were kept (job time over wall time:
+  what dispatch loses, whatever the CPU's speed at the moment) and how many
+  cores other programs, and the hypervisor (steal), took meanwhile; the
+  machine's own ceiling (the same spins in 2 plain processes against 1) is
+  printed at the start and the end: on a shared machine the figures must be
+  read against those.
 - No-op throughput (a backlog of --io-jobs, first completion to last, one
   process) of a worker with only I/O-bound tasks (the claim's plain path) and
   of one that also registers a CPU-bound task (every claim classifies each job
@@ -131,22 +135,29 @@ class CpuShare:
         return max(0.0, used / wall) if wall > 0 else 0.0
 
 
-async def burst(url: str, queue: str, task: Any, jobs: int, n: int) -> tuple[float, int, float]:
-    """Seconds from the enqueue of ``jobs`` jobs to the last result, processes seen,
-    and the cores other programs used meanwhile."""
+async def burst(
+    url: str, queue: str, task: Any, jobs: int, n: int
+) -> tuple[float, int, float, float]:
+    """Seconds from the enqueue of ``jobs`` jobs to the last result, processes that
+    ran them, how busy those were kept (job seconds / wall x processes: what the
+    dispatch lost, whatever the speed of the CPU at the time), and the cores
+    other programs used meanwhile."""
     async with Queue(url, name=queue) as q:
-        pids: list[int] = []
+        runs: list[tuple[int, float, float]] = []
         share = CpuShare()
         t0 = time.perf_counter()
         handles = await q.enqueue_many(task.call(n) for _ in range(jobs))
 
         async def wait(job: Any) -> None:
-            pids.append(await job.result(timeout=600))
+            runs.append(tuple(await job.result(timeout=600)))  # type: ignore[arg-type]
 
         async with anyio.create_task_group() as tg:
             for job in handles:
                 tg.start_soon(wait, job)
-        return time.perf_counter() - t0, len(set(pids)), share.others()
+        wall = time.perf_counter() - t0
+        used = len({pid for pid, _, _ in runs})
+        busy = sum(end - start for _, start, end in runs) / (wall * used)
+        return wall, used, busy, share.others()
 
 
 CONFIGS = [
@@ -171,11 +182,12 @@ async def bursts(url: str, sizes: list[int], n: int, reps: int) -> dict[int, lis
             for _ in range(reps if size < 400 else 1):
                 row = []
                 for i, (label, _, _, _, task) in enumerate(CONFIGS):
-                    seconds, used, others = await burst(url, f"cpu-{i}", task, size, n)
+                    seconds, used, busy, others = await burst(url, f"cpu-{i}", task, size, n)
                     row.append(seconds)
                     print(
                         f"  burst {size:4d}  {label:22s} {seconds:7.3f} s  {used} processes ran"
-                        f" jobs; other programs used {others:.2f} cores; load {load()}",
+                        f" jobs, busy {busy:.0%} of the time; other programs used"
+                        f" {others:.2f} cores; load {load()}",
                         flush=True,
                     )
                 out[size].append(row)
@@ -212,7 +224,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bursts", default="4,40,400")
     ap.add_argument("--ms", type=float, default=50.0)
-    ap.add_argument("--reps", type=int, default=5, help="repetitions of bursts under 400")
+    ap.add_argument("--reps", type=int, default=9, help="repetitions of bursts under 400")
     ap.add_argument("--io-jobs", type=int, default=20_000)
     ap.add_argument("--io-reps", type=int, default=3)
     args = ap.parse_args()
