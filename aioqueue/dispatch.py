@@ -52,8 +52,8 @@ class Dispatch:
         in_process = any(t.executor != "process" for t in cpu)
         pooled = any(t.executor == "process" for t in cpu)
         self.cpu_tasks = tuple(sorted(t.name for t in cpu))
-        # a worker with both kinds shares the slots: each kind still runs at most
-        # its own number at once (the thread limiter, the pool)
+        # a worker with both kinds shares the slots (the pool still runs at most its
+        # size at once; thread jobs beyond cpu_slots would share the GIL)
         self.cpu_limit = (settings.cpu_slots if in_process else 0) + (
             settings.pool_size if pooled else 0
         )

@@ -113,7 +113,6 @@ class Executor:
         max_error_size: int | None = DEFAULT_MAX_ERROR_SIZE,
         *,
         pool: ProcessPool | None = None,
-        cpu_threads: ThreadPool | None = None,
     ) -> None:
         self.tasks = tasks
         self.serializer = serializer
@@ -126,8 +125,6 @@ class Executor:
         self.errors = ErrorRecords(max_error_size)
         self._plans: dict[tuple[str, float | None, float | None, int | None], Plan] = {}
         self.pool = pool  # runs the executor="process" tasks
-        # CPU-bound def tasks: no more threads at once than the worker's CPU slots
-        self.cpu_threads = cpu_threads
 
     async def run(self, running: Running) -> Outcome | None:
         """The outcome to record, or None when the delivery is no longer ours.
@@ -197,10 +194,7 @@ class Executor:
                         # serialized by the pool process: its bytes are the stored result
                         result = _Encoded(await self.pool.run(task, envelope.data))
                     else:
-                        threads = self.threads
-                        if task.cpu and self.cpu_threads is not None:
-                            threads = self.cpu_threads
-                        result = await threads.run(functools.partial(task.fn, *args, **kwargs))
+                        result = await self.threads.run(functools.partial(task.fn, *args, **kwargs))
             except TimeoutError:
                 if not timer.expired():
                     raise  # the task's own TimeoutError: it failed like any error

@@ -294,11 +294,8 @@ class Worker(SettingsView):
                 self.max_result_size,
                 self.max_error_size,
                 pool=pool,
-                cpu_threads=ThreadPool(self.settings.cpu_slots, name="aioqueue-cpu"),
             )
             stack.callback(self.executor.threads.close)
-            if self.executor.cpu_threads is not None:
-                stack.callback(self.executor.cpu_threads.close)
             handoff: Handoff[Running] = Handoff()
             async with anyio.create_task_group() as service:
                 service.start_soon(self._flush_loop)
