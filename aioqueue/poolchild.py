@@ -6,7 +6,7 @@ with the arguments ``<worker pid> <fd>``.
                        fd of the new process's socket)
     worker <─socket──> pool process: one job at a time,
                        [module, qualname, args bytes] -> [0, result bytes]
-                                                      | [1, pickled exception]
+                                                      | [1, exception record]
 
 Forking from the template makes a replacement (after a timed-out job was
 killed) take milliseconds instead of a fresh interpreter's imports; the
@@ -17,9 +17,12 @@ the template) and, on Linux, kills each process when its parent dies
 
 Arguments and results cross as the queue's serializer encodes them (the same
 bytes a thread task would decode and its result would be stored as).
-Exceptions cross pickled, the pool process's traceback added as a note: the
-socket is private to the worker and its children, so nothing untrusted is
-unpickled there.
+Exceptions cross as a record (class by module and name, args, attributes, all
+MessagePack), rebuilt as pickle's default for exceptions would: the class
+called with its args, then its attributes set; the pool process's traceback
+is added as a note. Only an exception class is ever looked up and called, so
+nothing here runs code chosen by the bytes, and aioqueue needs no pickle
+outside the opt-in serializer.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import contextlib
 import ctypes
 import importlib
 import os
-import pickle
 import signal
 import socket
 import struct
@@ -77,28 +79,49 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def pickled_error(exc: BaseException) -> bytes:
-    """The exception, pickled with its traceback as a note; a stand-in when it does not
-    survive pickling (a custom ``__init__``, an unpicklable attribute)."""
+def _error_record(exc: BaseException) -> bytes:
+    cls = type(exc)
+    return _encoder.encode([cls.__module__, cls.__qualname__, list(exc.args), vars(exc)])
+
+
+def error_from_record(body: bytes) -> BaseException:
+    """The exception an ``error_record`` describes; raises when it cannot be rebuilt."""
+    module, qualname, args, attrs = _decoder.decode(body)
+    cls = resolve_name(module, qualname)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        raise TypeError(f"{module}.{qualname} is not an exception class")
+    exc = cls(*args)
+    exc.__dict__.update(attrs)
+    return exc
+
+
+def error_record(exc: BaseException) -> bytes:
+    """The exception as a record, its traceback as a note; a stand-in when it does not
+    come back whole (a custom ``__init__``, an attribute MessagePack cannot hold)."""
     where = f"raised in process-pool process {os.getpid()}:\n"
     text = "".join(traceback.format_exception(exc))
     try:
         exc.add_note(where + text)
-        data = pickle.dumps(exc)
-        pickle.loads(data)  # noqa: S301 - our own bytes, checked to come back whole
+        data = _error_record(exc)
+        error_from_record(data)  # checked here, where the stand-in can still be made
         return data
     except Exception:
         name = f"{type(exc).__module__}.{type(exc).__qualname__}"
         stand_in = RuntimeError(f"{name}: {exc}")
         stand_in.add_note(where + text)
-        return pickle.dumps(stand_in)
+        return _error_record(stand_in)
+
+
+def resolve_name(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def resolve(module: str, qualname: str) -> Any:
     """The function behind ``module.qualname``: a ``Task`` found there gives its ``fn``."""
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    obj = resolve_name(module, qualname)
     fn = getattr(obj, "fn", None)
     return fn if fn is not None and callable(fn) else obj
 
@@ -109,7 +132,7 @@ def _serializer(spec: list[Any]) -> Any:
         from aioqueue.serializers import get_serializer
 
         return get_serializer(value)
-    return pickle.loads(value)  # noqa: S301 - sent by the worker that started us
+    return resolve_name(*value)()  # a Serializer class the worker checked it can build
 
 
 def _serve(sock: socket.socket, serializer: Any) -> None:
@@ -127,7 +150,7 @@ def _serve(sock: socket.socket, serializer: Any) -> None:
             args, kwargs = serializer.loads(data)
             reply: list[Any] = [0, serializer.dumps(fn(*args, **kwargs))]
         except BaseException as exc:  # SystemExit too: the job failed, this process lives
-            reply = [1, pickled_error(exc)]
+            reply = [1, error_record(exc)]
         sock.sendall(frame(reply))
 
 
@@ -171,7 +194,7 @@ def main() -> None:
         for module in modules:
             importlib.import_module(module)
     except BaseException as exc:
-        sock.sendall(frame([1, pickled_error(exc)]))
+        sock.sendall(frame([1, error_record(exc)]))
         return
     sock.sendall(frame([0, b""]))
     while True:

@@ -20,7 +20,6 @@ import contextlib
 import importlib
 import math
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -39,8 +38,8 @@ from anyio.abc import UNIXSocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from aioqueue.errors import AioqueueError, ConfigurationError
-from aioqueue.poolchild import frame
-from aioqueue.serializers import JsonSerializer, MsgpackSerializer, Serializer
+from aioqueue.poolchild import error_from_record, frame, resolve_name
+from aioqueue.serializers import Serializer, name_of
 from aioqueue.task import Task
 
 __all__ = ["PoolProcessLost", "ProcessPool", "check_importable"]
@@ -82,25 +81,29 @@ def check_importable(t: Task[Any, Any]) -> tuple[str, str]:
 
 
 def _serializer_spec(serializer: Serializer) -> list[Any]:
-    if type(serializer) in (MsgpackSerializer, JsonSerializer):
-        return ["name", serializer.name]
+    """How a pool process makes the same serializer: by name, else by its class."""
+    name = name_of(serializer)
+    if name is not None:
+        return ["name", name]
+    cls = type(serializer)
+    where = f"{cls.__module__}.{cls.__qualname__}"
     try:
-        return ["pickle", pickle.dumps(serializer)]
+        if resolve_name(cls.__module__, cls.__qualname__) is not cls:
+            raise LookupError("that name holds another object")
+        cls()
     except Exception as exc:
         raise ConfigurationError(
-            f"the process pool needs the serializer in its processes: {serializer!r}"
-            f" cannot be pickled ({exc})"
+            f"the process pool makes the serializer in its processes as {where}(), which"
+            f" must be importable and take no arguments ({type(exc).__name__}: {exc})"
         ) from None
+    return ["class", [cls.__module__, cls.__qualname__]]
 
 
 def _remote_error(body: bytes) -> BaseException:
     try:
-        exc = pickle.loads(body)  # noqa: S301 - written by our own pool process
-    except Exception as load_error:
-        return RuntimeError(f"the pool process's exception could not be read: {load_error}")
-    if not isinstance(exc, BaseException):
-        return RuntimeError(f"the pool process answered {exc!r}")
-    return exc
+        return error_from_record(body)
+    except Exception as read_error:
+        return RuntimeError(f"the pool process's exception could not be read: {read_error}")
 
 
 @dataclass(eq=False)

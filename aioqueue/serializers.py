@@ -97,6 +97,11 @@ _BY_NAME: dict[str, type[Serializer]] = {
 }
 
 
+def name_of(serializer: Serializer) -> str | None:
+    """The name ``get_serializer`` makes this serializer from, if it is a built-in one."""
+    return serializer.name if _BY_NAME.get(serializer.name) is type(serializer) else None
+
+
 def get_serializer(spec: str | Serializer) -> Serializer:
     """A serializer by name (``msgpack``, ``json``, ``pickle``) or the object itself."""
     if isinstance(spec, str):

@@ -19,7 +19,7 @@ def fails(message: str) -> None:
 
 
 class Picky(Exception):
-    """An exception whose __init__ does not take its message back (pickles badly)."""
+    """An exception whose __init__ does not take its message back: not rebuilt from its args."""
 
     def __init__(self, code: int, detail: str) -> None:
         super().__init__(f"{code}: {detail}")

@@ -102,7 +102,7 @@ async def test_pool_task_errors_keep_their_type_and_the_pool_traceback(
         assert "bad input" in failed.value.exc_message
         assert "raised in process-pool process" in failed.value.remote_traceback
         assert "in fails" in failed.value.remote_traceback  # the pool process's own frame
-        # an exception that does not survive pickling arrives as a stand-in, named
+        # an exception that does not come back whole arrives as a stand-in, named
         with pytest.raises(JobFailed) as picky:
             await (await queue.enqueue(pool_tasks.fails_picky)).result(timeout=10)
         assert "tests.pool_tasks.Picky: 7: no" in picky.value.exc_message
@@ -283,3 +283,76 @@ async def test_a_sigkilled_worker_takes_its_pool_with_it(
     os.kill(pool_worker_process.pid, signal.SIGKILL)
     pool_worker_process.wait(10)
     assert all(wait_gone(pid) for pid in templates | pids)
+
+
+class _SerializerWithState:
+    name = "stateful"
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def dumps(self, value: object) -> bytes:
+        return b""
+
+    def loads(self, data: bytes) -> object:
+        return None
+
+
+class PlainSerializer:
+    """A custom serializer the pool can make in its processes: importable, no arguments."""
+
+    name = "plain"
+
+    def dumps(self, value: object) -> bytes:
+        return get_serializer("json").dumps(value)
+
+    def loads(self, data: bytes) -> object:
+        return get_serializer("json").loads(data)
+
+
+def test_a_custom_serializer_crosses_by_class_and_must_take_no_arguments() -> None:
+    from aioqueue.procpool import _serializer_spec
+
+    assert _serializer_spec(get_serializer("msgpack")) == ["name", "msgpack"]
+    assert _serializer_spec(PlainSerializer()) == [
+        "class",
+        ["tests.test_procpool", "PlainSerializer"],
+    ]
+    with pytest.raises(ConfigurationError, match="take no arguments"):
+        _serializer_spec(_SerializerWithState(3))
+
+
+def test_exception_records_rebuild_type_args_and_attributes() -> None:
+    from aioqueue.errors import Retry
+    from aioqueue.poolchild import error_from_record, error_record
+
+    retry = error_from_record(error_record(Retry(defer=5)))
+    assert isinstance(retry, Retry) and retry.defer == 5
+    oserr = error_from_record(error_record(FileNotFoundError(2, "gone")))
+    assert isinstance(oserr, FileNotFoundError) and (oserr.errno, oserr.strerror) == (2, "gone")
+    picky = error_from_record(error_record(pool_tasks.Picky(7, "no")))
+    assert type(picky) is RuntimeError and "tests.pool_tasks.Picky: 7: no" in str(picky)
+    with pytest.raises(TypeError, match="not an exception class"):
+        error_from_record(get_serializer("msgpack").dumps(["os", "getcwd", [], {}]))
+
+
+def test_aioqueue_imports_pickle_only_in_its_opt_in_serializer() -> None:
+    """The default path must be safe with an untrusted Redis: no pickle anywhere else."""
+    import ast
+
+    import aioqueue
+
+    root = Path(aioqueue.__file__).parent
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n == "pickle" or n.startswith("pickle.") for n in names):
+                importers.add(path.relative_to(root).as_posix())
+    assert importers == {"serializers.py"}
