@@ -39,7 +39,7 @@ import asyncio
 import math
 import random
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import hiredis
@@ -159,22 +159,11 @@ class Lane:
         (Redis may have run it before the reply that counted).
         """
         packed = hiredis.pack_command(args)
-        loop = asyncio.get_running_loop()
-        deadline = self._deadline(loop, timeout)
-        for attempt in range(MAX_TRIES):
-            if attempt and sent is not None:
-                sent.append(attempt)
-            self._check_open()
-            fut: asyncio.Future[Any] = loop.create_future()
+
+        def queue_it(fut: asyncio.Future[Any], deadline: float) -> None:
             self._outbox.append((packed, fut, deadline))
-            self._schedule()
-            try:
-                return await fut
-            except Lost as lost:
-                if not idempotent:
-                    raise RedisConnectionError(str(lost)) from None
-                await backoff(attempt, deadline)
-        raise RedisConnectionError(f"connection lost {MAX_TRIES} times: {self.last_error}")
+
+        return await self._send(queue_it, timeout, sent, idempotent)
 
     async def call_merged(
         self,
@@ -193,13 +182,8 @@ class Lane:
 
         Merging is for idempotent commands only: a lost connection retries the item.
         """
-        loop = asyncio.get_running_loop()
-        deadline = self._deadline(loop, timeout)
-        for attempt in range(MAX_TRIES):
-            if attempt and sent is not None:
-                sent.append(attempt)
-            self._check_open()
-            fut: asyncio.Future[Any] = loop.create_future()
+
+        def queue_it(fut: asyncio.Future[Any], deadline: float) -> None:
             group = self._groups.get(key)
             if group is None or len(group.items) >= MERGE_LIMIT:
                 group = self._groups[key] = Group(head, width)
@@ -207,10 +191,32 @@ class Lane:
             group.items.append(item)
             group.futures.append(fut)
             group.deadlines.append(deadline)
+
+        return await self._send(queue_it, timeout, sent, idempotent=True)
+
+    async def _send(
+        self,
+        queue_it: Callable[[asyncio.Future[Any], float], None],
+        timeout: float | None,
+        sent: list[int] | None,
+        idempotent: bool,
+    ) -> Any:
+        """Queues a call (``queue_it``) and awaits its reply; a lost connection sends it
+        again, at most MAX_TRIES times within the deadline, if it is ``idempotent``."""
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline(loop, timeout)
+        for attempt in range(MAX_TRIES):
+            if attempt and sent is not None:
+                sent.append(attempt)
+            self._check_open()
+            fut: asyncio.Future[Any] = loop.create_future()
+            queue_it(fut, deadline)
             self._schedule()
             try:
                 return await fut
-            except Lost:
+            except Lost as lost:
+                if not idempotent:
+                    raise RedisConnectionError(str(lost)) from None
                 await backoff(attempt, deadline)
         raise RedisConnectionError(f"connection lost {MAX_TRIES} times: {self.last_error}")
 
