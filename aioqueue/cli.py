@@ -19,6 +19,7 @@ import inspect
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from aioqueue.cli_output import Failed
 from aioqueue.connection import UNAVAILABLE, unavailable
 from aioqueue.errors import AioqueueError, ConfigurationError
 from aioqueue.logging import configure
+from aioqueue.settings import env_var
 from aioqueue.task import Task
 from aioqueue.worker import Worker
 
@@ -132,97 +134,76 @@ Precedence of settings: a flag here, else its AIOQUEUE_* environment variable
 """
 
 
+def env_option(flag: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An option of ``aioqueue run`` that its ``AIOQUEUE_*`` variable also sets."""
+    return click.option(flag, envvar=env_var(flag.split("/")[0]), show_envvar=True, **kwargs)
+
+
 @cli.command(help=RUN_HELP)
 @click.argument("target")
-@click.option(
+@env_option(
     "--processes",
     type=click.IntRange(min=0),
-    envvar="AIOQUEUE_PROCESSES",
-    show_envvar=True,
     help="Worker processes to supervise; 0: run in this process.  [default: CPUs]",
 )
-@click.option("--redis-url", envvar="AIOQUEUE_REDIS_URL", show_envvar=True)
-@click.option(
+@env_option("--redis-url")
+@env_option(
     "--queues",
-    envvar="AIOQUEUE_QUEUES",
-    show_envvar=True,
     help="Comma-separated, highest priority first.",
 )
-@click.option(
+@env_option(
     "--concurrency",
     type=click.IntRange(min=1),
-    envvar="AIOQUEUE_CONCURRENCY",
-    show_envvar=True,
     help="Jobs at once per process.",
 )
-@click.option(
+@env_option(
     "--prefetch",
     type=click.IntRange(min=0),
-    envvar="AIOQUEUE_PREFETCH",
-    show_envvar=True,
     help="I/O-bound jobs held ahead of a free slot while jobs are short."
     "  [default: concurrency; 0 for concurrency 1]",
 )
-@click.option(
+@env_option(
     "--cpu-slots",
     type=click.IntRange(min=1),
-    envvar="AIOQUEUE_CPU_SLOTS",
-    show_envvar=True,
     help="CPU-bound jobs (cpu=True, plain def) held at once per process.  [default: 1]",
 )
-@click.option(
+@env_option(
     "--process-pool",
     type=click.IntRange(min=1),
-    envvar="AIOQUEUE_PROCESS_POOL",
-    show_envvar=True,
     help="Pool processes per worker for executor='process' tasks.  [default: CPUs]",
 )
-@click.option(
+@env_option(
     "--lease",
     type=float,
-    envvar="AIOQUEUE_LEASE",
-    show_envvar=True,
     help="Seconds a job is held without a heartbeat before another worker may take it.",
 )
-@click.option(
+@env_option(
     "--heartbeat",
     type=float,
-    envvar="AIOQUEUE_HEARTBEAT",
-    show_envvar=True,
     help="Seconds between heartbeats; shorter than the lease.  [default: lease / 3]",
 )
-@click.option(
+@env_option(
     "--grace",
     type=click.FloatRange(min=0),
-    envvar="AIOQUEUE_GRACE",
-    show_envvar=True,
     help="Seconds running jobs get to finish on SIGTERM.",
 )
-@click.option(
+@env_option(
     "--burst/--no-burst",
     default=None,
-    envvar="AIOQUEUE_BURST",
-    show_envvar=True,
     help="Exit 0 once the queues are drained.",
 )
-@click.option(
+@env_option(
     "--max-jobs-per-child",
     type=click.IntRange(min=1),
-    envvar="AIOQUEUE_MAX_JOBS_PER_CHILD",
-    show_envvar=True,
     help="Replace a process after this many jobs (drained first).",
 )
-@click.option(
+@env_option(
     "--max-memory-per-child",
-    envvar="AIOQUEUE_MAX_MEMORY_PER_CHILD",
-    show_envvar=True,
     help="Replace a process whose RSS exceeds this (512M, 2G; Linux).",
 )
-@click.option(
+@env_option(
     "--pid-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar="AIOQUEUE_PID_FILE",
-    show_envvar=True,
     help="Write the supervisor's pid here.",
 )
 @click.option("--reload", is_flag=True, help="Development: restart processes when code changes.")
@@ -233,28 +214,22 @@ Precedence of settings: a flag here, else its AIOQUEUE_* environment variable
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Directory to watch with --reload (repeatable).  [default: .]",
 )
-@click.option(
+@env_option(
     "--dev",
     is_flag=True,
-    envvar="AIOQUEUE_DEV",
-    show_envvar=True,
     help="No Redis configured or answering: start a private one under ./.aioqueue/.",
 )
-@click.option(
+@env_option(
     "--ping-timeout",
     type=click.FloatRange(min=0.1),
     default=30.0,
-    envvar="AIOQUEUE_PING_TIMEOUT",
-    show_envvar=True,
     show_default=True,
     help="Seconds a process's event loop may leave a ping unanswered.",
 )
-@click.option(
+@env_option(
     "--restart-backoff",
     type=click.FloatRange(min=0.0),
     default=0.5,
-    envvar="AIOQUEUE_RESTART_BACKOFF",
-    show_envvar=True,
     show_default=True,
     help="First delay before restarting a crashed process; doubles while it keeps crashing.",
 )

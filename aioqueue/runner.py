@@ -20,6 +20,7 @@ from aioqueue.cli import load_worker, run_worker
 from aioqueue.connection import DEFAULT_URL, redact
 from aioqueue.devredis import DevRedis, answers
 from aioqueue.errors import ConfigurationError
+from aioqueue.settings import env_var
 from aioqueue.supervise import Supervisor, SupervisorConfig, default_processes, parse_size
 from aioqueue.supervise.child import run_supervised
 from aioqueue.supervise.process import CONTROL_FD_ENV
@@ -28,6 +29,23 @@ from aioqueue.worker import Worker
 __all__ = ["RunOptions", "run_target"]
 
 log = structlog.get_logger("aioqueue.run")
+
+
+# the options a supervised child reads from its environment (its command line
+# would show a Redis password in ps)
+CHILD_SETTINGS = (
+    "redis_url",
+    "queues",
+    "concurrency",
+    "prefetch",
+    "cpu_slots",
+    "process_pool",
+    "lease",
+    "heartbeat",
+    "grace",
+    "burst",
+    "max_jobs_per_child",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,20 +93,14 @@ class RunOptions:
 
     def child_env(self) -> dict[str, str]:
         """The given worker settings as the environment of supervised children."""
-        given = {
-            "AIOQUEUE_REDIS_URL": self.redis_url,
-            "AIOQUEUE_QUEUES": self.queues,
-            "AIOQUEUE_CONCURRENCY": self.concurrency,
-            "AIOQUEUE_PREFETCH": self.prefetch,
-            "AIOQUEUE_CPU_SLOTS": self.cpu_slots,
-            "AIOQUEUE_PROCESS_POOL": self.process_pool,
-            "AIOQUEUE_LEASE": self.lease,
-            "AIOQUEUE_HEARTBEAT": self.heartbeat,
-            "AIOQUEUE_GRACE": self.grace,
-            "AIOQUEUE_BURST": None if self.burst is None else ("1" if self.burst else "0"),
-            "AIOQUEUE_MAX_JOBS_PER_CHILD": self.max_jobs_per_child,
-        }
-        return {name: str(value) for name, value in given.items() if value is not None}
+        env = {}
+        for name in CHILD_SETTINGS:
+            value = getattr(self, name)
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            if value is not None:
+                env[env_var(name)] = str(value)
+        return env
 
 
 def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:

@@ -30,7 +30,13 @@ from aioqueue.errors import ConfigurationError
 from aioqueue.keys import check_queue_name
 from aioqueue.task import DEFAULT_QUEUE
 
-__all__ = ["SettingsView", "WorkerSettings", "available_cpus"]
+__all__ = ["SettingsView", "WorkerSettings", "available_cpus", "env_var"]
+
+
+def env_var(option: str) -> str:
+    """The environment variable of ``aioqueue run``'s option (``max_jobs_per_child`` or
+    ``--max-jobs-per-child``): the flag reads it, and supervised children get it."""
+    return "AIOQUEUE_" + option.lstrip("-").replace("-", "_").upper()
 
 
 def available_cpus() -> int:
