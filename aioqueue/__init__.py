@@ -13,7 +13,12 @@ async with Queue() as queue:            # in the web app
     assert await job == 3
 """
 
-from aioqueue.client import Queue
+from aioqueue import _moved
+from aioqueue._client.job import Job
+from aioqueue._client.queue import Queue
+from aioqueue._protocol.envelope import ErrorInfo, JobInfo, JobStatus
+from aioqueue._worker.settings import WorkerSettings
+from aioqueue._worker.worker import Worker
 from aioqueue.context import JobContext, current_job
 from aioqueue.errors import (
     AioqueueError,
@@ -27,6 +32,7 @@ from aioqueue.errors import (
     NotAllEnqueued,
     NotReplicated,
     PayloadTooLarge,
+    PoolProcessLost,
     QueueClosed,
     QueueFull,
     RedisOutOfMemory,
@@ -36,14 +42,12 @@ from aioqueue.errors import (
     Retry,
     SerializationError,
     SignatureError,
+    TransientError,
     UnknownTaskError,
+    WorkerLost,
 )
-from aioqueue.job import ErrorInfo, JobInfo, JobStatus
-from aioqueue.results import Job
 from aioqueue.serializers import JsonSerializer, MsgpackSerializer, Serializer
-from aioqueue.settings import WorkerSettings
 from aioqueue.task import Call, JobOptions, Task, task, task_ref
-from aioqueue.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -68,6 +72,7 @@ __all__ = [
     "NotAllEnqueued",
     "NotReplicated",
     "PayloadTooLarge",
+    "PoolProcessLost",
     "Queue",
     "QueueClosed",
     "QueueFull",
@@ -80,11 +85,40 @@ __all__ = [
     "Serializer",
     "SignatureError",
     "Task",
+    "TransientError",
     "UnknownTaskError",
     "Worker",
+    "WorkerLost",
     "WorkerSettings",
     "__version__",
     "current_job",
     "task",
     "task_ref",
 ]
+
+
+# Every public name says it is aioqueue's (``aioqueue.Queue``, not a private module path) in
+# reprs, tracebacks and the API reference. Exceptions keep their module, ``aioqueue.errors``:
+# a failed job stores its error's type by that name. A class whose annotations are resolved by
+# name at run time (``typing.get_type_hints``: FastAPI, pydantic, msgspec) keeps its module too,
+# since its annotations name things only that module holds.
+def _claim_public_names() -> None:
+    import typing
+
+    for name in __all__:
+        obj = globals()[name]
+        module = getattr(obj, "__module__", "")
+        if not module.startswith("aioqueue.") or (
+            isinstance(obj, type) and issubclass(obj, BaseException)
+        ):
+            continue
+        obj.__module__ = "aioqueue"
+        if isinstance(obj, type):
+            try:
+                typing.get_type_hints(obj)
+            except NameError:
+                obj.__module__ = module
+
+
+_claim_public_names()
+_moved.install()

@@ -1,3 +1,3 @@
-from aioqueue.cli import main
+from aioqueue._cli.main import main
 
 main()

@@ -47,12 +47,13 @@ import msgspec
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoPermissionError, ResponseError
 
-from aioqueue.cluster import initialize
-from aioqueue.connection import RedisClient, connect_any, mapped_errors, refusal
+from aioqueue._protocol.envelope import decode_envelope, decode_error
+from aioqueue._protocol.functions import Scripts
+from aioqueue._protocol.keys import THROUGHPUT_BUCKET_MS, QueueKeys, check_queue_name
+from aioqueue._redis.cluster import initialize
+from aioqueue._redis.connect import RedisClient, connect_any
+from aioqueue._redis.errors import mapped_errors, refusal
 from aioqueue.errors import AioqueueError, ConfigurationError
-from aioqueue.job import decode_envelope, decode_error
-from aioqueue.keys import THROUGHPUT_BUCKET_MS, QueueKeys, check_queue_name
-from aioqueue.scripts import Scripts
 
 __all__ = ["Admin", "DeadJob", "QueueInfo", "WorkerInfo"]
 

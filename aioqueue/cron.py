@@ -35,20 +35,20 @@ no_overlap: a tick is skipped while the previous run of the job still runs
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.errors import ConfigurationError
-from aioqueue.keys import QueueKeys
 from aioqueue.task import Call, Task
 
 if TYPE_CHECKING:
-    from aioqueue.connection import RedisClient
-    from aioqueue.worker import Worker
+    from aioqueue._redis.connect import RedisClient
 
 __all__ = ["CronInfo", "CronJob", "cron", "every", "schedule_status", "schedule_table"]
 
@@ -229,14 +229,24 @@ def _info(entry: CronJob, queue: str, now_ms: int, last_ms: int | None) -> CronI
     )
 
 
-def schedule_table(worker: Worker, now: datetime | None = None) -> list[CronInfo]:
+class CronHolder(Protocol):
+    """What the schedule readers need of a ``Worker``: its queues and its cron entries."""
+
+    @property
+    def queues(self) -> Sequence[str]: ...
+
+    @property
+    def cron(self) -> Sequence[CronJob]: ...
+
+
+def schedule_table(worker: CronHolder, now: datetime | None = None) -> list[CronInfo]:
     """The worker's recurring jobs with their next fire times, from this host's clock
     (``last_fired`` is None: ``schedule_status`` reads it and Redis's clock)."""
     now_ms = _ms(now or datetime.now(UTC))
     return [_info(e, e.queue(worker.queues[0]), now_ms, None) for e in worker.cron]
 
 
-async def schedule_status(worker: Worker, redis: RedisClient) -> list[CronInfo]:
+async def schedule_status(worker: CronHolder, redis: RedisClient) -> list[CronInfo]:
     """``schedule_table`` with the last tick fired of each job, on the Redis clock."""
     seconds, micros = await redis.time()
     now_ms = seconds * 1000 + micros // 1000

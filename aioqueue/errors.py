@@ -5,16 +5,20 @@
     │   └── QueueClosed         the ``Queue`` was closed (or not opened) before the call or await
     ├── SerializationError      an argument or result the serializer cannot encode
     │   └── PayloadTooLarge     an encoded job or result over its size limit
-    ├── RedisUnavailable        Redis did not answer within the timeout
-    ├── RedisOutOfMemory        Redis refuses new jobs: maxmemory reached (noeviction)
+    ├── TransientError          the backend could not take the call now; the same call may
+    │   │                       succeed later (back off and retry)
+    │   ├── RedisUnavailable    Redis did not answer within the timeout
+    │   ├── RedisOutOfMemory    Redis refuses new jobs: maxmemory reached (noeviction)
+    │   ├── QueueFull           the queue holds ``max_length`` jobs already (backpressure)
+    │   └── NotReplicated       a durable enqueue no replica acknowledged in time
     ├── RedisRefused            Redis answered with an error: an ACL (NOPERM), a key of the
     │                           wrong type (WRONGTYPE), a script error; also a redis-py
     │                           ``ResponseError``
-    ├── QueueFull               the queue holds ``max_length`` jobs already (backpressure)
     ├── NotAllEnqueued          ``enqueue_many`` over several queues stored some jobs only;
     │                           also an instance of the first failure's class (``QueueFull``...)
-    ├── NotReplicated           a durable enqueue no replica acknowledged in time
     ├── UnknownTaskError        a job names a task the worker does not know
+    ├── WorkerLost              recorded for a job whose worker died on ``max_lost`` deliveries
+    ├── PoolProcessLost         recorded for a job whose process-pool child died under it
     ├── MalformedJobError       bytes in Redis that are not a job this version can read
     │   └── SignatureError      a job not signed with the worker's signing key
     └── JobError                about one job, carries its ``job_id``
@@ -30,12 +34,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis.exceptions import ResponseError
-
-if TYPE_CHECKING:
-    from aioqueue.results import Job
 
 __all__ = [
     "AioqueueError",
@@ -49,6 +50,7 @@ __all__ = [
     "NotAllEnqueued",
     "NotReplicated",
     "PayloadTooLarge",
+    "PoolProcessLost",
     "QueueClosed",
     "QueueFull",
     "RedisOutOfMemory",
@@ -58,7 +60,9 @@ __all__ = [
     "Retry",
     "SerializationError",
     "SignatureError",
+    "TransientError",
     "UnknownTaskError",
+    "WorkerLost",
 ]
 
 
@@ -78,11 +82,15 @@ class PayloadTooLarge(SerializationError):
     """An encoded job or result is larger than the configured limit."""
 
 
-class RedisUnavailable(AioqueueError):
+class TransientError(AioqueueError):
+    """The backend could not take the call now: the same call may succeed later."""
+
+
+class RedisUnavailable(TransientError):
     """Redis could not be reached, or did not answer in time."""
 
 
-class RedisOutOfMemory(AioqueueError):
+class RedisOutOfMemory(TransientError):
     """Redis is at maxmemory and refuses new jobs; running jobs still finish."""
 
 
@@ -101,7 +109,7 @@ class RedisRefused(AioqueueError, ResponseError):
         self.code = code
 
 
-class QueueFull(AioqueueError):
+class QueueFull(TransientError):
     """The queue already holds its ``max_length`` jobs."""
 
 
@@ -109,15 +117,16 @@ class NotAllEnqueued(AioqueueError):
     """``enqueue_many`` over several queues stored the jobs of some queues only.
 
     One call per queue is sent; each stores all of its batch or none of it.
-    ``stored``: handles of the jobs stored, in call order; ``not_stored``: the ids
-    of the others, in call order; ``errors``: why, per queue. The error is also
+    ``stored``: the ``aioqueue.Job`` handles of the jobs stored, in call order (typed
+    ``Any`` because this module sits below the one defining ``Job``); ``not_stored``:
+    the ids of the others, in call order; ``errors``: why, per queue. The error is also
     an instance of the first failure's class, so ``except QueueFull`` catches it
     when a queue was full. A job whose queue did not answer in time
     (``RedisUnavailable``) may have been stored after all: enqueueing it again
     under the same id (``with_options(job_id=...)``) never stores it twice.
     """
 
-    stored: list[Job[Any]]
+    stored: list[Any]
     not_stored: list[str]
     errors: dict[str, AioqueueError]
 
@@ -125,7 +134,7 @@ class NotAllEnqueued(AioqueueError):
         self,
         message: str,
         *,
-        stored: list[Job[Any]],
+        stored: list[Any],
         not_stored: list[str],
         errors: dict[str, AioqueueError],
     ) -> None:
@@ -140,7 +149,7 @@ class NotAllEnqueued(AioqueueError):
         cls,
         first: AioqueueError,
         *,
-        stored: list[Job[Any]],
+        stored: list[Any],
         not_stored: list[str],
         errors: dict[str, AioqueueError],
     ) -> NotAllEnqueued:
@@ -167,7 +176,7 @@ def _combined(kind: type[AioqueueError]) -> type[NotAllEnqueued]:
     return _COMBINED[kind]
 
 
-class NotReplicated(AioqueueError):
+class NotReplicated(TransientError):
     """A durable enqueue was stored on the primary but no replica acknowledged it in time.
 
     The jobs exist and will run, unless the primary fails before they reach a
@@ -193,6 +202,21 @@ class QueueClosed(ConfigurationError):
 
 class UnknownTaskError(AioqueueError):
     """A job names a task that the worker does not have."""
+
+
+class WorkerLost(AioqueueError):
+    """The job's worker died (its lease expired) on too many of its deliveries.
+
+    Never raised to a caller: it is the error a dead-lettered job records.
+    """
+
+    def __init__(self, times: int) -> None:
+        super().__init__(f"the worker running this job was lost {times} times (crash or kill)")
+
+
+class PoolProcessLost(AioqueueError):
+    """The pool process running the job died before it answered (killed, crashed,
+    out of memory); a fresh process replaces it. Recorded as the attempt's error."""
 
 
 class MalformedJobError(AioqueueError):

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from aioqueue.terminal import printable
+from aioqueue._text import printable
 
 
 class _Quoted:

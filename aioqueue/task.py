@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from aioqueue.durations import aware_datetime, count, seconds
+from aioqueue._protocol.durations import aware_datetime, count, seconds
+from aioqueue._protocol.keys import check_job_id, check_queue_name
 from aioqueue.errors import ConfigurationError
-from aioqueue.keys import check_job_id, check_queue_name
 
 __all__ = ["Call", "JobOptions", "Task", "TaskLock", "task", "task_ref"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 
 from aioqueue import Queue, Worker, task
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.logging import configure
 from tests.cluster import LocalCluster
 from tests.redis_server import RedisServer, free_port

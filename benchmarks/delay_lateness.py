@@ -36,7 +36,7 @@ import anyio
 import redis.asyncio as aioredis
 
 from aioqueue import Queue, Worker, current_job, task
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.logging import configure
 
 QUEUE = "bench-delay"

@@ -24,9 +24,9 @@ import redis.asyncio as aioredis
 from delay_lateness import start_redis  # this directory: run as a script
 
 from aioqueue import Queue, Worker, task
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.functions import PROMOTE_LIMIT
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.logging import configure
-from aioqueue.scripts import PROMOTE_LIMIT
 
 QUEUE = "bench-burst"
 

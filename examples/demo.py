@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aioqueue import JobFailed, Queue  # noqa: E402
+from aioqueue._redis.devredis import DevRedis  # noqa: E402
 from aioqueue.admin import Admin  # noqa: E402
-from aioqueue.devredis import DevRedis  # noqa: E402
 from examples.demo_tasks import (  # noqa: E402
     charge_card,
     count_primes,

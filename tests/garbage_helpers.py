@@ -9,7 +9,9 @@ from typing import Any
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from aioqueue import executor, garbage, scheduler, worker
+from aioqueue._protocol import garbage
+from aioqueue._worker import cron_runner as scheduler
+from aioqueue._worker import executor, worker
 
 KINDS = ("string", "list", "hash", "set", "zset")
 

@@ -16,9 +16,9 @@ from aioqueue import (
     Worker,
     task_ref,
 )
+from aioqueue._protocol.garbage import read_garbage
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.errors import ConfigurationError
-from aioqueue.garbage import read_garbage
-from aioqueue.keys import QueueKeys
 from tests import tasks
 from tests.conftest import running
 from tests.redis_server import RedisServer, free_port

@@ -7,9 +7,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from aioqueue import Queue
-from aioqueue.connection import connect
-from aioqueue.keys import QueueKeys
-from aioqueue.scripts import Scripts
+from aioqueue._protocol.functions import Scripts
+from aioqueue._protocol.keys import QueueKeys
+from aioqueue._redis.connect import connect
 from tests import tasks
 from tests.chaos.proxy import ChaosProxy
 from tests.redis_server import RedisServer, free_port

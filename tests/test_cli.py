@@ -21,9 +21,9 @@ import structlog
 from click.testing import CliRunner, Result
 
 from aioqueue import Worker
-from aioqueue.cli import cli
-from aioqueue.devredis import DevRedis, answers
-from aioqueue.keys import QueueKeys
+from aioqueue._cli.main import cli
+from aioqueue._protocol.keys import QueueKeys
+from aioqueue._redis.devredis import DevRedis, answers
 from tests import tasks
 from tests.supervised import ROOT, enqueue, infos
 

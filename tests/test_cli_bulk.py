@@ -13,10 +13,10 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from aioqueue._cli.main import cli
+from aioqueue._protocol.functions import Scripts
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.admin import PAGE
-from aioqueue.cli import cli
-from aioqueue.keys import QueueKeys
-from aioqueue.scripts import Scripts
 from tests import tasks
 from tests.redis_server import RedisServer
 from tests.supervised import enqueue

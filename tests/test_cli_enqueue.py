@@ -11,7 +11,7 @@ import anyio.from_thread
 from click.testing import CliRunner
 
 from aioqueue import Worker
-from aioqueue.cli import cli
+from aioqueue._cli.main import cli
 from tests import tasks
 from tests.test_cli import logs_off_stdout  # noqa: F401 - a fixture, used by name
 

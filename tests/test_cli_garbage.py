@@ -13,8 +13,8 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from aioqueue.cli import cli
-from aioqueue.keys import QueueKeys
+from aioqueue._cli.main import cli
+from aioqueue._protocol.keys import QueueKeys
 from tests.redis_server import RedisServer
 from tests.supervised import ROOT
 from tests.test_cli import (  # the fixtures are used by name

@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from aioqueue import ConfigurationError, Queue, task_ref
-from aioqueue.keys import QueueKeys
-from aioqueue.terminal import printable
+from aioqueue._protocol.keys import QueueKeys
+from aioqueue._text import printable
 from tests import tasks
 from tests.supervised import ROOT, enqueue
 from tests.test_cli import (  # the fixtures are used by name
@@ -94,7 +94,7 @@ def test_enqueue_wait_escapes_the_result_and_the_failure(redis_url: str, queue_n
         assert out.stdout == "line one\nline\\x1b[2J two\n"  # its lines kept, no escape sent
         from click.testing import CliRunner
 
-        from aioqueue.cli import cli
+        from aioqueue._cli.main import cli
 
         failed = CliRunner().invoke(cli, ["enqueue", "tests.tasks:boom", EVIL, *base])
     assert failed.exit_code == 1

@@ -22,9 +22,9 @@ from aioqueue import (
     Worker,
 )
 from aioqueue import admin as admin_module
+from aioqueue._protocol.keys import QueueKeys, queue_prefix
+from aioqueue._redis.cluster import parse_cluster_url
 from aioqueue.admin import Admin
-from aioqueue.cluster import parse_cluster_url
-from aioqueue.keys import QueueKeys, queue_prefix
 from tests import tasks
 from tests.cluster import LocalCluster, command
 from tests.conftest import abort_running_sleepy_job, running

@@ -17,7 +17,7 @@ from aioqueue import (
     Worker,
     task,
 )
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.keys import QueueKeys
 from tests import tasks
 from tests.conftest import running
 

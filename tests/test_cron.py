@@ -18,8 +18,8 @@ import anyio
 import pytest
 
 from aioqueue import ConfigurationError, JobStatus, Queue, Worker
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.cron import CronJob, cron, every, schedule_status, schedule_table
-from aioqueue.keys import QueueKeys
 from tests import sched_tasks as st
 from tests.conftest import ROOT, running
 
@@ -178,7 +178,7 @@ async def test_no_overlap_skips_ticks_while_the_last_run_runs(
 
 
 def _payload(entry: CronJob) -> bytes:
-    from aioqueue.scheduler import CronRunner
+    from aioqueue._worker.cron_runner import CronRunner
     from aioqueue.serializers import get_serializer
 
     return CronRunner._payload(entry, get_serializer("msgpack"))

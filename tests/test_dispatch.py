@@ -10,10 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from aioqueue import Queue, QueueFull, Worker, task
-from aioqueue import worker as worker_module
+from aioqueue._protocol.functions import Claimed
+from aioqueue._protocol.keys import QueueKeys
+from aioqueue._worker import worker as worker_module
 from aioqueue.admin import Admin
-from aioqueue.keys import QueueKeys
-from aioqueue.scripts import Claimed
 from tests import tasks
 from tests.conftest import running
 

@@ -27,8 +27,8 @@ from aioqueue import (
     RedisRefused,
     Worker,
 )
-from aioqueue.keys import QueueKeys
-from aioqueue.scripts import LIBRARY
+from aioqueue._protocol.functions import LIBRARY
+from aioqueue._protocol.keys import QueueKeys
 from tests import sched_tasks as st
 from tests import tasks
 from tests.conftest import running
@@ -221,7 +221,7 @@ async def test_aborting_a_queued_job_with_result_ttl_0_keeps_no_record(
 
 
 async def test_a_deadline_says_so(redis_url: str) -> None:
-    from aioqueue.connection import mapped_errors
+    from aioqueue._redis.errors import mapped_errors
 
     with pytest.raises(AioqueueError, match=r"did not answer within 0\.01s"):
         with mapped_errors(redis_url, 0.01), anyio.fail_after(0.01):

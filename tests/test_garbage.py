@@ -10,8 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from aioqueue import JobAborted, JobFailed, JobStatus, Queue, Worker, task
-from aioqueue.garbage import read_garbage
-from aioqueue.keys import THROUGHPUT_BUCKET_MS, QueueKeys
+from aioqueue._protocol.garbage import read_garbage
+from aioqueue._protocol.keys import THROUGHPUT_BUCKET_MS, QueueKeys
 from tests import tasks
 from tests.conftest import running
 from tests.garbage_helpers import captured_logs, plant, raw, set_aside_lines

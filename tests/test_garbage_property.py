@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aioqueue import Queue, Worker
+from aioqueue._protocol.envelope import decode_envelope
+from aioqueue._protocol.garbage import read_garbage
+from aioqueue._protocol.keys import THROUGHPUT_BUCKET_MS, QueueKeys
 from aioqueue.errors import MalformedJobError
-from aioqueue.garbage import read_garbage
-from aioqueue.job import decode_envelope
-from aioqueue.keys import THROUGHPUT_BUCKET_MS, QueueKeys
 from tests import tasks
 from tests.garbage_helpers import KINDS, plant, raw
 from tests.redis_server import RedisServer

@@ -8,7 +8,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from aioqueue.handoff import Handoff
+from aioqueue._worker.handoff import Handoff
 
 pytestmark = pytest.mark.anyio
 

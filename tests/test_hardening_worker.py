@@ -28,10 +28,10 @@ from aioqueue import (
     current_job,
     task,
 )
+from aioqueue._protocol.envelope import ENVELOPE_VERSION, Envelope, encode_envelope
+from aioqueue._protocol.functions import Scripts
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.cron import every
-from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
-from aioqueue.keys import QueueKeys
-from aioqueue.scripts import Scripts
 from tests import tasks
 from tests.conftest import running
 from tests.redis_server import RedisServer

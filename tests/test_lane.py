@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from aioqueue.connection import connect
-from aioqueue.lane import MERGE_LIMIT, Lane, MergedFailure
+from aioqueue._redis.connect import connect
+from aioqueue._redis.lane import MERGE_LIMIT, Lane, MergedFailure
 from tests.chaos.proxy import ChaosProxy
 from tests.redis_server import RedisServer, free_port
 

@@ -6,8 +6,8 @@ import anyio
 import pytest
 
 from aioqueue import JobStatus, Queue, Worker
-from aioqueue.executor import Outcome
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.keys import QueueKeys
+from aioqueue._worker.executor import Outcome
 from tests import tasks
 from tests.conftest import running
 

@@ -19,9 +19,9 @@ from aioqueue import (
     RedisOutOfMemory,
     Worker,
 )
-from aioqueue.connection import redact
-from aioqueue.garbage import read_garbage
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.garbage import read_garbage
+from aioqueue._protocol.keys import QueueKeys
+from aioqueue._redis.errors import redact
 from tests import tasks
 from tests.conftest import running
 from tests.redis_server import RedisServer, free_port

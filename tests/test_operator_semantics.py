@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from aioqueue import JobAborted, JobFailed, JobStatus, Queue, Worker, current_job, task
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.admin import Admin
-from aioqueue.keys import QueueKeys
 from tests.conftest import ROOT
 from tests.lost_app import dies
 
@@ -56,7 +56,7 @@ async def test_retry_of_a_job_dead_lettered_as_worker_lost_runs_it_as_if_new(
     await drain(redis_url, queue_name)
     with pytest.raises(JobFailed) as caught:
         await job.result(timeout=5)
-    assert caught.value.exc_type == "aioqueue.executor.WorkerLost"
+    assert caught.value.exc_type == "aioqueue.errors.WorkerLost"
     assert await runs(queue, key) == []  # lost twice, never ran to an end
 
     async with Admin(redis_url) as admin:  # what `aioqueue jobs retry` calls
@@ -95,7 +95,7 @@ async def test_max_lost_is_the_number_of_runs_a_job_may_lose_its_worker(
     finally:
         supervisor.send_signal(signal.SIGTERM)
         supervisor.wait(timeout=30)
-    assert caught.value.exc_type == "aioqueue.executor.WorkerLost"
+    assert caught.value.exc_type == "aioqueue.errors.WorkerLost"
     assert dies.max_lost == 2
     assert len(await runs(queue, key)) == 2  # two runs lost their worker, then dead-lettered
     assert "lost 2 times" in caught.value.exc_message

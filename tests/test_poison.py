@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 from aioqueue import JobFailed, Queue
-from aioqueue.job import ENVELOPE_VERSION, Envelope, encode_envelope
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.envelope import ENVELOPE_VERSION, Envelope, encode_envelope
+from aioqueue._protocol.keys import QueueKeys
 from tests import poison_app as app
 from tests.supervised import Supervised
 
@@ -121,7 +121,7 @@ def test_a_job_that_kills_its_process_is_dead_lettered_and_the_others_complete(
                 await job.result(timeout=60)
             with pytest.raises(JobFailed) as caught:
                 await queue.job("killer").result(timeout=60)
-            assert caught.value.exc_type == "aioqueue.executor.WorkerLost"
+            assert caught.value.exc_type == "aioqueue.errors.WorkerLost"
             dead = await queue.redis.zrange(QueueKeys(queue_name).dead, 0, -1)
             assert dead == [b"killer"]
             assert await queue.redis.llen(key) >= 200  # lost ones ran again

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from aioqueue import JobStatus, Queue
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.keys import QueueKeys
 from tests import tasks
 
 pytestmark = pytest.mark.anyio

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from aioqueue import ConfigurationError, JobAborted, JobFailed, JobTimedOut, Queue, Worker, task
-from aioqueue.procpool import ProcessPool, check_importable
+from aioqueue._worker.procpool import ProcessPool, check_importable
 from aioqueue.serializers import get_serializer
 from tests import pool_tasks
 from tests.conftest import running
@@ -53,7 +53,7 @@ def pool_processes(root: int | None = None) -> tuple[set[int], set[int]]:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited meanwhile
-        if b"aioqueue.poolchild" in cmdline and fields[0] not in ("Z", "X"):
+        if b"aioqueue._worker.poolchild" in cmdline and fields[0] not in ("Z", "X"):
             seen[int(entry)] = int(fields[1])
     templates = {pid for pid, ppid in seen.items() if ppid == root}
     return templates, {pid for pid, ppid in seen.items() if ppid in templates}
@@ -127,7 +127,7 @@ async def test_a_pool_process_that_dies_fails_its_job_and_is_replaced(
         _, (before,) = pool_processes()
         with pytest.raises(JobFailed) as died:
             await (await queue.enqueue(pool_tasks.dies)).result(timeout=10)
-        assert died.value.exc_type == "aioqueue.procpool.PoolProcessLost"
+        assert died.value.exc_type == "aioqueue.errors.PoolProcessLost"
         result = await (await queue.enqueue(pool_tasks.pid_of, 1)).result(timeout=10)
         assert result["pid"] != before
         assert pool_processes()[1] == {result["pid"]}
@@ -311,7 +311,7 @@ class PlainSerializer:
 
 
 def test_a_custom_serializer_crosses_by_class_and_must_take_no_arguments() -> None:
-    from aioqueue.procpool import _serializer_spec
+    from aioqueue._worker.procpool import _serializer_spec
 
     assert _serializer_spec(get_serializer("msgpack")) == ["name", "msgpack"]
     assert _serializer_spec(PlainSerializer()) == [
@@ -323,8 +323,8 @@ def test_a_custom_serializer_crosses_by_class_and_must_take_no_arguments() -> No
 
 
 def test_exception_records_rebuild_type_args_and_attributes() -> None:
+    from aioqueue._worker.poolchild import error_from_record, error_record
     from aioqueue.errors import Retry
-    from aioqueue.poolchild import error_from_record, error_record
 
     retry = error_from_record(error_record(Retry(defer=5)))
     assert isinstance(retry, Retry) and retry.defer == 5

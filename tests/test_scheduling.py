@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aioqueue import JobAborted, JobStatus, Queue, Worker
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.keys import QueueKeys
 from tests import sched_tasks as st
 from tests.conftest import running
 

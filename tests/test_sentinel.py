@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from aioqueue import ConfigurationError, Queue, Worker
-from aioqueue.sentinel import parse_sentinel_url
+from aioqueue._redis.sentinel import parse_sentinel_url
 from tests import tasks
 from tests.cluster import LocalSentinel
 from tests.conftest import abort_running_sleepy_job, running

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from aioqueue import ConfigurationError, Worker, task
-from aioqueue.dispatch import Dispatch
-from aioqueue.executor import Running
-from aioqueue.runner import RunOptions
-from aioqueue.scripts import Claimed
-from aioqueue.settings import WorkerSettings, available_cpus
+from aioqueue._cli.runner import RunOptions
+from aioqueue._protocol.functions import Claimed
+from aioqueue._worker.dispatch import Dispatch
+from aioqueue._worker.executor import Running
+from aioqueue._worker.settings import WorkerSettings, available_cpus
 from tests import pool_tasks, tasks
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from aioqueue import Queue, Worker, current_job, signing, task
+from aioqueue import Queue, Worker, current_job, task
+from aioqueue._protocol import signing
+from aioqueue._protocol.garbage import read_garbage
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.errors import ConfigurationError, SignatureError
-from aioqueue.garbage import read_garbage
-from aioqueue.keys import QueueKeys
 
 pytestmark = pytest.mark.anyio
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aioqueue.supervise import parse_size
-from aioqueue.supervise.policy import Exit, ExitFacts, RestartBackoff, RollingPlan, decide_exit
+from aioqueue._supervise import parse_size
+from aioqueue._supervise.policy import Exit, ExitFacts, RestartBackoff, RollingPlan, decide_exit
 
 
 def facts(**overrides: object) -> ExitFacts:

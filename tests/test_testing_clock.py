@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from aioqueue import JobNotFound, JobStatus, Queue, Worker, current_job, task
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.cron import cron, every
-from aioqueue.keys import QueueKeys
 from aioqueue.testing import RunningWorker, TestClock, run_worker
 
 pytestmark = pytest.mark.anyio

@@ -21,7 +21,7 @@ import anyio
 import pytest
 
 from aioqueue import ConfigurationError, Queue, Worker, task
-from aioqueue.scripts import LIBRARY, TESTING_CLOCK, TESTING_LIBRARY, Scripts
+from aioqueue._protocol.functions import LIBRARY, TESTING_CLOCK, TESTING_LIBRARY, Scripts
 from aioqueue.testing import run_worker
 from aioqueue.testing._build import CLOCK_KEY, TEST_LIBRARY, build
 

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aioqueue import Queue, QueueClosed, ResultTimeout, Worker
-from aioqueue.keys import QueueKeys, client_channel
+from aioqueue._protocol.keys import QueueKeys, client_channel
 from tests import tasks
 from tests.conftest import running
 

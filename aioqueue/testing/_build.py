@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from aioqueue.scripts import LIBRARY, TESTING_LIBRARY, VERSION
+from aioqueue._protocol.functions import LIBRARY, TESTING_LIBRARY, VERSION
 
 __all__ = ["CLOCK_KEY", "TEST_LIBRARY", "TTL_KEY", "timeline_function"]
 

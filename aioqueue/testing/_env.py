@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.asyncio import Redis
 
+from aioqueue._protocol.functions import TESTING_LIBRARY
+from aioqueue._protocol.keys import queue_prefix
 from aioqueue.errors import ConfigurationError
-from aioqueue.keys import queue_prefix
-from aioqueue.scripts import TESTING_LIBRARY
 from aioqueue.testing._build import CLOCK_KEY, TEST_LIBRARY
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
-from aioqueue.client import Queue
+from aioqueue._client.queue import Queue
 from aioqueue.task import DEFAULT_QUEUE
 from aioqueue.testing._clock import TestClock
 from aioqueue.testing._env import Environment, current, install_library, set_current

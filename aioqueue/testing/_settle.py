@@ -17,8 +17,8 @@ import anyio
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from aioqueue._protocol.envelope import decode_error
 from aioqueue.errors import AioqueueError, JobFailed, JobTimedOut
-from aioqueue.job import decode_error
 from aioqueue.testing._build import timeline_function
 from aioqueue.testing._env import Environment
 

@@ -20,15 +20,15 @@ from typing import Any
 
 import anyio
 
+from aioqueue._protocol.functions import TESTING_CLOCK, Scripts
+from aioqueue._protocol.keys import QueueKeys
+from aioqueue._worker.cron_runner import CronRunner
+from aioqueue._worker.worker import Worker
 from aioqueue.context import current_job
 from aioqueue.cron import CronJob
-from aioqueue.keys import QueueKeys
-from aioqueue.scheduler import CronRunner
-from aioqueue.scripts import TESTING_CLOCK, Scripts
 from aioqueue.task import Task
 from aioqueue.testing._env import Environment, current
 from aioqueue.testing._settle import Settler, snapshot_dead
-from aioqueue.worker import Worker
 
 __all__ = ["RunningWorker", "run_worker"]
 

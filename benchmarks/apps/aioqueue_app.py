@@ -62,7 +62,7 @@ def __getattr__(name: str) -> Any:
 
 def _cli_can_build_worker() -> bool:
     """True once `aioqueue run` can import its CLI and build a Worker outside a loop."""
-    code = "import aioqueue.cli; from aioqueue import Worker; Worker()"
+    code = "import aioqueue._cli.main; from aioqueue import Worker; Worker()"
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 

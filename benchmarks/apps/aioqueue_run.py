@@ -3,7 +3,7 @@
 On the main this harness was built against, the CLI imports ``click`` (not a
 declared dependency) and builds the ``Worker`` outside the event loop, which
 anyio 4.16 refuses (``NoEventLoopError`` from ``anyio.CancelScope()`` in
-``Worker.__init__``). This does what ``aioqueue.cli.run`` + ``run_worker`` do,
+``Worker.__init__``). This does what ``aioqueue._cli.main.run`` + ``run_worker`` do,
 in the same order, but builds the worker inside the loop. The adapter uses the
 real CLI as soon as it works.
 """

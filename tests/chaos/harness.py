@@ -13,7 +13,7 @@ import anyio
 import redis.asyncio as aioredis
 
 from aioqueue import Job, Queue
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.keys import QueueKeys
 from tests.chaos import jobs
 from tests.supervised import Supervised
 

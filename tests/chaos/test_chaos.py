@@ -19,9 +19,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from aioqueue import Job, JobFailed, Queue
+from aioqueue._protocol.functions import PROMOTE_LIMIT
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.errors import RedisUnavailable
-from aioqueue.keys import QueueKeys
-from aioqueue.scripts import PROMOTE_LIMIT
 from tests.chaos import jobs
 from tests.chaos.harness import WorkerPool, audit, enqueue_records, scale, wait_all
 from tests.chaos.proxy import ChaosProxy
@@ -201,7 +201,7 @@ async def test_poison_jobs_are_dead_lettered_and_the_pool_lives(
     finally:
         pool.stop()
     assert outcomes == [
-        "aioqueue.executor.WorkerLost",
+        "aioqueue.errors.WorkerLost",
         "builtins.RuntimeError",
         "builtins.TimeoutError",
     ]

@@ -25,7 +25,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aioqueue import Job, JobStatus, Queue
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.keys import QueueKeys
 from tests.chaos import jobs
 from tests.chaos.harness import (
     audit,

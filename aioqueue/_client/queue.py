@@ -1,0 +1,357 @@
+"""The producer side: ``Queue`` enqueues jobs and hands back ``Job[R]`` handles.
+
+    async with Queue("redis://localhost") as queue:
+        job = await queue.enqueue(send_email, "a@b.c")
+        print(await job)
+
+An enqueue is one Function call (one round trip); ``enqueue_many`` sends any
+number of jobs in one round trip too. Arguments are encoded before anything is
+sent, so an argument that cannot be encoded fails the call and writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+import anyio
+from redis.exceptions import ResponseError
+
+from aioqueue._client.job import Job
+from aioqueue._client.sharded import ShardedResultWaiter
+from aioqueue._client.waiter import ResultWaiter
+from aioqueue._protocol import signing
+from aioqueue._protocol.envelope import ENVELOPE_VERSION, Envelope, encode_envelope
+from aioqueue._protocol.functions import EnqueueWire, Scripts
+from aioqueue._protocol.keys import check_job_id, check_queue_name
+from aioqueue._redis.cluster import ClusterClient
+from aioqueue._redis.connect import RedisClient, connect_any, default_url
+from aioqueue._redis.errors import UNAVAILABLE, mapped_errors, refusal, unavailable
+from aioqueue.errors import (
+    AioqueueError,
+    ConfigurationError,
+    NotAllEnqueued,
+    PayloadTooLarge,
+    QueueClosed,
+    QueueFull,
+    RedisUnavailable,
+)
+from aioqueue.serializers import Serializer, get_serializer
+from aioqueue.task import DEFAULT_QUEUE, DEFAULT_RESULT_TTL, Call, Task, task_ref
+
+__all__ = ["Queue"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+# every 10-bit value as its two base32 characters: an id is 8 lookups, where
+# base64.b32encode (pure Python) took half the time of encoding a whole job
+_PAIRS = [a + b for a in _B32 for b in _B32]
+
+
+def new_job_id() -> str:
+    """16 characters of [a-z2-7], 80 random bits: safe in shells and never taken
+    for a CLI option (a URL-safe token can start with '-')."""
+    n = int.from_bytes(os.urandom(10))
+    p = _PAIRS
+    return (
+        p[n >> 70]
+        + p[(n >> 60) & 1023]
+        + p[(n >> 50) & 1023]
+        + p[(n >> 40) & 1023]
+        + p[(n >> 30) & 1023]
+        + p[(n >> 20) & 1023]
+        + p[(n >> 10) & 1023]
+        + p[n & 1023]
+    )
+
+
+class Queue:
+    """A connection to one Redis for enqueueing jobs and awaiting their results.
+
+    name: the queue jobs go to unless their task or options say otherwise.
+    timeout: how long an enqueue may take before it raises ``RedisUnavailable``.
+    max_payload: largest encoded job in bytes (``PayloadTooLarge``); None: no limit.
+    max_length: most queued + scheduled jobs a queue may hold; an enqueue past it
+    raises ``QueueFull``, or with ``wait_when_full`` waits (up to ``timeout``).
+    signing_key: sign every job (HMAC-SHA256 of its queue, id, lock and payload) for
+    workers that verify; a list of keys signs with the first (key rotation).
+    durable: an enqueue returns only once a replica has the jobs too (``WAIT 1``),
+    or raises ``NotReplicated`` after ``replica_timeout`` seconds. Without it an
+    acknowledged enqueue lives on the primary alone until replication catches up
+    (microseconds to milliseconds): a primary lost in that window loses it, even
+    with ``appendfsync always``, since the replica promoted in its place never had it.
+    url: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://hosts/service``
+    or ``redis+cluster://hosts`` (see ``connection.connect_any``); without one,
+    ``AIOQUEUE_REDIS_URL`` or ``redis://localhost:6379/0``.
+    max_connections: the most connections the Queue holds to Redis (per node on
+    a cluster), whatever the number of concurrent callers: one carries results,
+    the others every call, pipelined. A durable enqueue, and your own commands
+    on ``queue.redis``, take a connection of a pool of that size apart, and wait
+    for a free one.
+    health_check_interval: seconds of silence on the results connection after
+    which it is pinged; twice that with no answer and it is replaced (a link
+    dropped without a FIN, by a NAT or a firewall).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        name: str = DEFAULT_QUEUE,
+        serializer: str | Serializer = "msgpack",
+        timeout: float = 5.0,
+        result_ttl: float = DEFAULT_RESULT_TTL,
+        max_payload: int | None = 1 << 20,
+        max_length: int | None = None,
+        wait_when_full: bool = False,
+        signing_key: signing.SigningKeys | None = None,
+        durable: bool = False,
+        replica_timeout: float = 1.0,
+        max_connections: int = 4,
+        health_check_interval: float = 2.0,
+    ) -> None:
+        url = url or default_url()
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise ConfigurationError(f"max_connections must be an int, not {max_connections!r}")
+        if max_connections < 2:
+            raise ConfigurationError(
+                f"max_connections must be 2 or more (one for results), not {max_connections}"
+            )
+        if not 0.01 <= health_check_interval < float("inf"):
+            raise ConfigurationError(
+                f"health_check_interval must be a number of seconds, not {health_check_interval!r}"
+            )
+        self.url = url
+        self.max_connections = max_connections
+        self.health_check_interval = health_check_interval
+        self._replicated = replica_timeout if durable else None
+        self.name = check_queue_name(name)
+        self.serializer = get_serializer(serializer)
+        self.timeout = timeout
+        self.result_ttl = result_ttl
+        self.max_payload = max_payload
+        self.max_length = max_length or 0
+        self.wait_when_full = wait_when_full
+        self.signing_key = signing_key
+        self._signer = signing.Signer(signing_key) if signing_key is not None else None
+        # one client: the lane and the results subscription take their connections
+        # from its settings, outside its pool (which serves durable enqueues and users)
+        self.redis: RedisClient = connect_any(
+            url, connect_timeout=timeout, max_connections=max_connections, blocking=True
+        )
+        self._listen_redis: RedisClient | None = (
+            connect_any(url, connect_timeout=timeout)
+            if isinstance(self.redis, ClusterClient)
+            else None
+        )
+        self.scripts = Scripts(self.redis, timeout, max_links=max_connections - 1)
+        self.client_id = secrets.token_hex(8)
+        self._waiter: ResultWaiter | None = None
+        self._prepared: set[str] = set()
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Queue:
+        stack = contextlib.AsyncExitStack()
+        try:
+            with mapped_errors(self.url):
+                await self.scripts.load()
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self._close_connections)
+            stack.callback(tg.cancel_scope.cancel)
+            waiter = (
+                ShardedResultWaiter(self, self._listen_redis, self.client_id)
+                if isinstance(self._listen_redis, ClusterClient)
+                else ResultWaiter(self, self.redis, self.client_id)
+            )
+            # first on the way out: pending awaits end before the connections do
+            stack.push_async_callback(waiter.close)
+            with mapped_errors(self.url), anyio.fail_after(self.timeout):
+                await tg.start(waiter.run)
+        except TimeoutError:
+            await stack.aclose()
+            raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._waiter = waiter
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stack is not None:
+            stack, self._stack, self._waiter = self._stack, None, None
+            await stack.aclose()
+
+    async def read(self, call: Callable[[RedisClient], Awaitable[T]]) -> T:
+        """One plain Redis read, bounded by ``timeout`` like every call the client makes."""
+        with mapped_errors(self.url):
+            try:
+                with anyio.fail_after(self.timeout):
+                    return await call(self.redis)
+            except TimeoutError:
+                raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
+
+    async def command(self, *args: Any) -> Any:
+        """One plain command on the Queue's shared connections (``Job.info``, ``status``)."""
+        if self._stack is None:
+            raise QueueClosed("the Queue is not open: use `async with Queue(...) as queue:`")
+        with mapped_errors(self.url):
+            return await self.scripts.read(*args)
+
+    async def _close_connections(self) -> None:
+        await self.scripts.aclose()
+        await self.redis.aclose()
+        if self._listen_redis is not None:
+            await self._listen_redis.aclose()
+
+    async def _prepare(self, queue: str) -> None:
+        """Once per queue, before its first enqueue: results of its jobs can reach us."""
+        if self._waiter is not None:
+            try:
+                with anyio.fail_after(self.timeout):
+                    await self._waiter.prepare(queue)
+            except TimeoutError:
+                raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
+            self._prepared.add(queue)
+
+    @property
+    def waiter(self) -> ResultWaiter:
+        if self._waiter is None:
+            raise QueueClosed("the Queue is not open: use `async with Queue(...) as queue:`")
+        return self._waiter
+
+    def _encode(
+        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, EnqueueWire]:
+        if not isinstance(task, Task):
+            raise ConfigurationError(f"expected a task or a task's name, got {task!r}")
+        opts = task.defaults
+        queue = opts.queue or self.name
+        data = self.serializer.dumps([list(args), kwargs])
+        envelope = Envelope(
+            ENVELOPE_VERSION, task.name, data, opts.timeout, opts.max_attempts, opts.result_ttl
+        )
+        delay = opts.delay.total_seconds() if isinstance(opts.delay, timedelta) else opts.delay
+        delay_ms = int(delay * 1000) if delay else 0
+        # `at` is an absolute instant, sent as such; `delay` is added to the Redis clock
+        at_ms = int(opts.at.timestamp() * 1000) if opts.at is not None else 0
+        payload = encode_envelope(envelope)
+        if self.max_payload is not None and len(payload) > self.max_payload:
+            raise PayloadTooLarge(
+                f"job for {task.name} is {len(payload)} bytes; the limit is {self.max_payload}"
+            )
+        job_id = opts.job_id or new_job_id()
+        lock = task.lock_wire(args, kwargs)
+        if self._signer is not None:
+            payload = self._signer.sign(payload, queue=queue, job_id=job_id, lock=lock)
+        return queue, (job_id, payload, delay_ms, at_ms, lock)
+
+    async def _send(self, queue: str, batch: list[EnqueueWire], fresh: bool = False) -> list[str]:
+        """fresh: the ids were made up here (see ``Scripts.enqueue``)."""
+        try:  # what mapped_errors does, without a context manager on the hottest path
+            if queue not in self._prepared:
+                await self._prepare(queue)
+            if not self.wait_when_full:
+                return await self.scripts.enqueue(
+                    queue, batch, self.max_length, replicated=self._replicated, fresh_ids=fresh
+                )
+            # backpressure: wait for room, with backoff, until the client's timeout
+            delay = 0.005
+            with anyio.move_on_after(self.timeout):
+                while True:
+                    try:
+                        return await self.scripts.enqueue(
+                            queue, batch, self.max_length, replicated=self._replicated
+                        )
+                    except QueueFull:
+                        await anyio.sleep(delay)
+                        delay = min(delay * 2, 0.5)
+            raise QueueFull(f"queue {queue!r} stayed full for {self.timeout}s")
+        except AioqueueError:
+            raise
+        except UNAVAILABLE as exc:
+            raise unavailable(self.url, exc) from exc
+        except ResponseError as exc:
+            raise refusal(exc) from exc
+
+    @overload
+    async def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+    @overload
+    async def enqueue(self, task: str, /, *args: Any, **kwargs: Any) -> Job[Any]: ...
+    async def enqueue(self, task: Task[Any, Any] | str, /, *args: Any, **kwargs: Any) -> Job[Any]:
+        """Adds one job; returns its handle (the existing job's, if the id is taken)."""
+        if isinstance(task, str):
+            task = task_ref(task)
+        queue, wire = self._encode(task, args, kwargs)
+        (status,) = await self._send(queue, [wire], task.defaults.job_id is None)
+        return Job(self, queue, wire[0], created=status == "new")
+
+    async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:
+        """Adds many jobs in one round trip; handles come back in the same order."""
+        encoded = [self._encode(call.task, call.args, call.kwargs) for call in calls]
+        if not encoded:
+            return []
+        queue = encoded[0][0]
+        if all(q == queue for q, _ in encoded):  # the common case: one queue, one call
+            statuses = await self._send(queue, [wire for _, wire in encoded])
+            return [
+                Job(self, queue, wire[0], status == "new")
+                for (_, wire), status in zip(encoded, statuses, strict=True)
+            ]
+        by_queue: dict[str, list[EnqueueWire]] = {}
+        order: list[tuple[str, int]] = []
+        for queue, wire in encoded:
+            batch = by_queue.setdefault(queue, [])
+            order.append((queue, len(batch)))
+            batch.append(wire)
+        by_status, errors = await self._enqueue_queues(by_queue)
+        if errors:
+            stored: list[Job[Any]] = [
+                Job(self, q, by_queue[q][i][0], by_status[q][i] == "new")
+                for q, i in order
+                if q in by_status
+            ]
+            not_stored = [by_queue[q][i][0] for q, i in order if q in errors]
+            first = errors[next(q for q, _ in order if q in errors)]
+            raise NotAllEnqueued.of(first, stored=stored, not_stored=not_stored, errors=errors)
+        return [
+            Job(self, queue, by_queue[queue][i][0], by_status[queue][i] == "new")
+            for queue, i in order
+        ]
+
+    async def _enqueue_queues(
+        self, by_queue: dict[str, list[EnqueueWire]]
+    ) -> tuple[dict[str, list[str]], dict[str, AioqueueError]]:
+        """Each queue lives in its own slot: one call per queue, sent together. A
+        queue that fails does not cancel the others (they would end up unknown)."""
+        results: dict[str, list[str]] = {}
+        errors: dict[str, AioqueueError] = {}
+
+        async def one(queue: str, batch: list[EnqueueWire]) -> None:
+            try:
+                results[queue] = await self._send(queue, batch)
+            except AioqueueError as exc:
+                errors[queue] = exc
+
+        async with anyio.create_task_group() as tg:
+            for queue, batch in by_queue.items():
+                tg.start_soon(one, queue, batch)
+        return results, errors
+
+    def job(self, job_id: str, queue: str | None = None) -> Job[Any]:
+        """A handle on an existing job by id (for example one a web request enqueued)."""
+        return Job(self, check_queue_name(queue or self.name), check_job_id(job_id))

@@ -1,0 +1,131 @@
+"""Every Redis key and channel name aioqueue uses, built in one place.
+
+All keys of a queue start with ``aq:{<queue>}:``: the ``{...}`` hash tag puts them
+in one Redis Cluster slot, so each Redis Function call touches a single slot.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+PREFIX = "aq"
+THROUGHPUT_BUCKET_MS = 10_000  # the Lua `finish` counts finished jobs per bucket of this size
+# printable ASCII without space (and, in a queue name, without the hash tag's braces)
+_NAME_ASCII = re.compile(r"^[\x21-\x7a|~]{1,200}$")
+_JOB_ID_ASCII = re.compile(r"^[\x21-\x7e]{1,200}$")
+# control, format (bidi overrides, zero-width), surrogate and line/paragraph separators:
+# in a name an operator reads in a terminal they could rewrite what it shows
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _printable(text: object, ascii_form: re.Pattern[str], refused: str) -> bool:
+    if not isinstance(text, str):
+        return False
+    if text.isascii():  # the common case, one regex match
+        return ascii_form.match(text) is not None
+    return 0 < len(text) <= 200 and not any(
+        c in refused or c.isspace() or unicodedata.category(c) in _UNPRINTABLE for c in text
+    )
+
+
+def check_queue_name(name: str) -> str:
+    from aioqueue.errors import ConfigurationError
+
+    if not _printable(name, _NAME_ASCII, "{}"):
+        raise ConfigurationError(
+            f"invalid queue name {name!r}: 1-200 characters, no spaces, braces,"
+            " control or format characters"
+        )
+    return name
+
+
+def check_job_id(job_id: str) -> str:
+    from aioqueue.errors import ConfigurationError
+
+    if not _printable(job_id, _JOB_ID_ASCII, ""):
+        raise ConfigurationError(
+            f"invalid job id {job_id!r}: 1-200 characters, no spaces, control or format characters"
+        )
+    return job_id
+
+
+def queue_prefix(queue: str) -> str:
+    """The prefix every key of ``queue`` starts with; the Lua library derives the rest."""
+    return f"{PREFIX}:{{{queue}}}:"
+
+
+class QueueKeys:
+    """Key names of one queue, for the Python side (reads and blocking waits)."""
+
+    __slots__ = (
+        "abort",
+        "active",
+        "cpu",
+        "cron",
+        "crondef",
+        "cwake",
+        "dead",
+        "garbage",
+        "garbage_new",
+        "garbage_why",
+        "prefix",
+        "ready",
+        "sched",
+        "stats",
+        "wake",
+        "winfo",
+        "workers",
+    )
+
+    def __init__(self, queue: str) -> None:
+        p = self.prefix = queue_prefix(check_queue_name(queue))
+        self.ready = p + "ready"
+        self.sched = p + "sched"
+        self.active = p + "active"
+        self.dead = p + "dead"
+        self.wake = p + "wake"
+        # CPU-bound jobs a claim moved aside (past the claimer's free CPU slots),
+        # and the wake list of idle workers that have a free CPU slot
+        self.cpu = p + "cpu"
+        self.cwake = p + "cwake"
+        self.stats = p + "stats"
+        self.workers = p + "workers"
+        self.winfo = p + "winfo"
+        # the garbage area (see aioqueue._protocol.garbage): what was set aside, why, not logged yet
+        self.garbage = p + "garbage"
+        self.garbage_why = p + "garbage:why"
+        self.garbage_new = p + "garbage:new"
+        self.abort = p + "abort"
+        self.cron = p + "cron"  # hash: cron job name -> last tick fired (ms)
+        self.crondef = p + "crondef"  # hash: cron job name -> its newest schedule
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}j:{job_id}"
+
+    def finished_in(self, bucket: int) -> str:
+        """Count of jobs finished in 10-second bucket ``bucket`` (ms // THROUGHPUT_BUCKET_MS)."""
+        return f"{self.prefix}tput:{bucket}"
+
+    def nudge(self, worker_id: str) -> str:
+        """One worker's own wake list: pushed by the worker itself when a CPU slot
+        frees while it blocks without ``cwake`` (it could not take those jobs)."""
+        return f"{self.prefix}nudge:{worker_id}"
+
+    def lock(self, name: str) -> str:
+        """Held by the delivery running a job with this lock: '<job id> <token>'."""
+        return f"{self.prefix}lock:{name}"
+
+    def lockq(self, name: str) -> str:
+        """Jobs parked until this lock is free, oldest first."""
+        return f"{self.prefix}lockq:{name}"
+
+
+def client_channel(client_id: str) -> str:
+    """Where completions of the jobs a client awaits are published."""
+    return f"{PREFIX}:client:{client_id}"
+
+
+def shard_client_channel(queue: str, client_id: str) -> str:
+    """The sharded channel (in ``queue``'s slot) where a cluster client gets completions."""
+    return f"{queue_prefix(queue)}client:{client_id}"

@@ -1,0 +1,117 @@
+"""What waits for Redis's replies on a lane: a caller's future with its deadline,
+or a merged group whose one reply is split among its callers (see ``aioqueue._redis.lane``)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import hiredis
+
+__all__ = [
+    "Entry",
+    "Group",
+    "Lost",
+    "MergedFailure",
+    "Waiter",
+    "backoff",
+    "closed_transport",
+    "expire",
+]
+
+RECONNECT_BASE = 0.01
+RECONNECT_CAP = 0.5
+
+
+def closed_transport(exc: BaseException) -> bool:
+    """uvloop refuses a write to a transport closed under it with a RuntimeError
+    (asyncio's own loop drops the write); either way the link is gone."""
+    return isinstance(exc, RuntimeError) and "handler is closed" in str(exc)
+
+
+class Lost(Exception):
+    """The call got no answer it can use: its connection went away after it was
+    written, or Redis was still loading its data. Retried if the caller allows."""
+
+
+class MergedFailure(Exception):
+    """A merged call failed as a whole; ``error`` is Redis's reply.
+
+    Each caller may retry its own item alone: the failure may not be its own.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def expire(fut: asyncio.Future[Any], deadline: float, now: float) -> None:
+    if deadline <= now and not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+class Group:
+    """Items of one merged call: one command, one reply split among the callers."""
+
+    __slots__ = ("deadlines", "futures", "head", "items", "width")
+
+    def __init__(self, head: tuple[Any, ...], width: int) -> None:
+        self.head = head
+        self.width = width
+        self.items: list[tuple[Any, ...]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+        self.deadlines: list[float] = []
+
+    def pack(self) -> bytes | None:
+        args = list(self.head)
+        futures, deadlines = [], []
+        for item, fut, deadline in zip(self.items, self.futures, self.deadlines, strict=True):
+            if not fut.done():
+                args.extend(item)
+                futures.append(fut)
+                deadlines.append(deadline)
+        self.futures, self.deadlines = futures, deadlines
+        return hiredis.pack_command(tuple(args)) if futures else None
+
+    def deliver(self, reply: Any) -> None:
+        futures = self.futures
+        if isinstance(reply, Exception):
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(MergedFailure(reply) if len(futures) > 1 else reply)
+            return
+        w = self.width
+        for i, fut in enumerate(futures):
+            if not fut.done():
+                fut.set_result(reply[i] if w == 1 else reply[i * w : (i + 1) * w])
+
+    def fail(self, exc: BaseException) -> None:
+        for fut in self.futures:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def expire(self, now: float) -> None:
+        for fut, deadline in zip(self.futures, self.deadlines, strict=True):
+            expire(fut, deadline, now)
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+
+# what waits for one reply: a caller's future and its deadline, or a merged group
+Waiter = tuple[asyncio.Future[Any], float] | Group
+Entry = tuple[bytes, asyncio.Future[Any], float] | Group  # in the outbox
+
+
+async def backoff(attempt: int, deadline: float) -> None:
+    """The first retry goes at once (a killed connection: a fresh one answers),
+    later ones back off (Redis restarting or still loading), within the deadline."""
+    loop = asyncio.get_running_loop()
+    if loop.time() >= deadline:
+        raise TimeoutError
+    if attempt:
+        delay = random.uniform(0, min(RECONNECT_CAP, RECONNECT_BASE * 2**attempt))
+        if loop.time() + delay >= deadline:
+            raise TimeoutError
+        await asyncio.sleep(delay)
