@@ -38,25 +38,23 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import hiredis
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aioqueue._redis.link import Link, open_link
 from aioqueue._redis.replies import (
     RECONNECT_BASE,
     RECONNECT_CAP,
+    Conn,
     Entry,
     Group,
     Lost,
     MergedFailure,
-    Waiter,
     backoff,
     closed_transport,
     expire,
@@ -80,49 +78,6 @@ MAX_TRIES = 20
 TICK = 0.25  # longest time between two looks at deadlines and stalls
 
 
-class _Conn:
-    """One connection of a lane and the calls written to it, in reply order."""
-
-    __slots__ = ("lane", "link", "waiting")
-
-    def __init__(self, lane: Lane) -> None:
-        self.lane = lane
-        self.link: Link | None = None
-        self.waiting: deque[Waiter] = deque()
-
-    def on_reply(self, reply: Any) -> None:
-        waiter = self.waiting.popleft()
-        if isinstance(reply, Exception):
-            if isinstance(reply, ReadOnlyError):
-                # a primary demoted by a failover: nothing was written; every
-                # connection to it is useless, and the call goes to the new one
-                self.waiting.appendleft(waiter)
-                self.lane.discard_opened_before(asyncio.get_running_loop().time(), reply)
-                return
-            if isinstance(reply, BusyLoadingError):
-                reply = Lost(str(reply))  # restarted, still reading its data: later
-        if isinstance(waiter, Group):
-            waiter.deliver(reply)
-            return
-        fut = waiter[0]
-        if not fut.done():
-            if isinstance(reply, Exception):
-                fut.set_exception(reply)
-            else:
-                fut.set_result(reply)
-
-    def on_lost(self, link: Link, exc: BaseException | None) -> None:
-        self.lane._on_lost(self, link, exc)
-
-    def fail(self, exc: BaseException) -> None:
-        waiting, self.waiting = self.waiting, deque()
-        for waiter in waiting:
-            if isinstance(waiter, Group):
-                waiter.fail(exc)
-            elif not waiter[0].done():
-                waiter[0].set_exception(exc)
-
-
 class Lane:
     """Pipelined, merged calls over at most ``max_links`` connections to ``redis``."""
 
@@ -132,7 +87,7 @@ class Lane:
         self._redis = redis
         self.max_links = max(1, max_links)
         self.stall_timeout = stall_timeout
-        self._conns: list[_Conn] = []
+        self._conns: list[Conn] = []
         self._outbox: list[Entry] = []
         self._groups: dict[Hashable, Group] = {}
         self._flush_scheduled = False
@@ -280,8 +235,8 @@ class Lane:
             self._lost(conn, exc)
         self._arm_timer()
 
-    def _pick(self) -> _Conn | None:
-        best: _Conn | None = None
+    def _pick(self) -> Conn | None:
+        best: Conn | None = None
         for conn in self._conns:
             if len(conn.waiting) < SPREAD:
                 return conn
@@ -307,7 +262,7 @@ class Lane:
                     or any(len(c.waiting) < SPREAD for c in self._conns)
                 ):
                     break
-                conn = _Conn(self)
+                conn = Conn(self.discard_demoted, self._on_lost)
                 try:
                     conn.link = await open_link(self._redis, conn.on_reply, conn.on_lost)
                 except (TimeoutError, OSError, RedisConnectionError) as exc:
@@ -357,7 +312,7 @@ class Lane:
             elif not entry[1].done():
                 entry[1].set_exception(exc)
 
-    def _on_lost(self, conn: _Conn, link: Link, exc: BaseException | None) -> None:
+    def _on_lost(self, conn: Conn, link: Link, exc: BaseException | None) -> None:
         if conn.link is not link:
             return  # already taken out (closed by us)
         self._lost(conn, exc)
@@ -367,7 +322,7 @@ class Lane:
             if other.link and not other.waiting and other.link.opened_at <= link.opened_at:
                 self._lost(other, exc)
 
-    def _lost(self, conn: _Conn, exc: BaseException | None) -> None:
+    def _lost(self, conn: Conn, exc: BaseException | None) -> None:
         if conn.link is None:
             return
         link, conn.link = conn.link, None
@@ -379,6 +334,10 @@ class Lane:
         link.close()  # the connection was made apart from any pool: nothing to hand back
         if self._outbox:
             self._schedule()
+
+    def discard_demoted(self, reply: BaseException) -> None:
+        # a primary demoted by a failover: every connection to it is useless
+        self.discard_opened_before(asyncio.get_running_loop().time(), reply)
 
     def discard_opened_before(self, when: float, why: BaseException | None = None) -> int:
         """Closes every connection opened at or before ``when`` (loop time), its
@@ -418,11 +377,7 @@ class Lane:
                 log.warning("lane.stalled", waited=stall, unanswered=len(conn.waiting))
                 self._lost(conn, RedisConnectionError("no reply within the stall timeout"))
                 continue
-            for waiter in conn.waiting:
-                if isinstance(waiter, Group):
-                    waiter.expire(now)
-                else:
-                    expire(waiter[0], waiter[1], now)
+            conn.expire(now)
         if busy:
             self._arm_timer()
 

@@ -1,15 +1,22 @@
-"""What waits for Redis's replies on a lane: a caller's future with its deadline,
-or a merged group whose one reply is split among its callers (see ``aioqueue._redis.lane``)."""
+"""What waits for Redis's replies on a lane: a caller's future with its deadline, or a
+merged group whose one reply is split among its callers; and one connection of the lane
+with the calls written to it, in reply order (see ``aioqueue._redis.lane``)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
+from redis.exceptions import BusyLoadingError, ReadOnlyError
+
+from aioqueue._redis.link import Link
 
 __all__ = [
+    "Conn",
     "Entry",
     "Group",
     "Lost",
@@ -115,3 +122,62 @@ async def backoff(attempt: int, deadline: float) -> None:
         if loop.time() + delay >= deadline:
             raise TimeoutError
         await asyncio.sleep(delay)
+
+
+class Conn:
+    """One connection of a lane and the calls written to it, in reply order.
+
+    demoted(reply): the server answered READONLY (a primary demoted by a failover);
+    lost(conn, link, exc): the link is gone. Both are the lane's.
+    """
+
+    __slots__ = ("_demoted", "_lost", "link", "waiting")
+
+    def __init__(
+        self,
+        demoted: Callable[[BaseException], None],
+        lost: Callable[[Conn, Link, BaseException | None], None],
+    ) -> None:
+        self._demoted = demoted
+        self._lost = lost
+        self.link: Link | None = None
+        self.waiting: deque[Waiter] = deque()
+
+    def on_reply(self, reply: Any) -> None:
+        waiter = self.waiting.popleft()
+        if isinstance(reply, Exception):
+            if isinstance(reply, ReadOnlyError):
+                # nothing was written: the call waits for a connection to the new primary
+                self.waiting.appendleft(waiter)
+                self._demoted(reply)
+                return
+            if isinstance(reply, BusyLoadingError):
+                reply = Lost(str(reply))  # restarted, still reading its data: later
+        if isinstance(waiter, Group):
+            waiter.deliver(reply)
+            return
+        fut = waiter[0]
+        if not fut.done():
+            if isinstance(reply, Exception):
+                fut.set_exception(reply)
+            else:
+                fut.set_result(reply)
+
+    def on_lost(self, link: Link, exc: BaseException | None) -> None:
+        self._lost(self, link, exc)
+
+    def fail(self, exc: BaseException) -> None:
+        waiting, self.waiting = self.waiting, deque()
+        for waiter in waiting:
+            if isinstance(waiter, Group):
+                waiter.fail(exc)
+            elif not waiter[0].done():
+                waiter[0].set_exception(exc)
+
+    def expire(self, now: float) -> None:
+        """Fails the calls written here whose deadline passed."""
+        for waiter in self.waiting:
+            if isinstance(waiter, Group):
+                waiter.expire(now)
+            else:
+                expire(waiter[0], waiter[1], now)
