@@ -121,6 +121,8 @@ class Bench:
             "BENCH_REDIS_URL": self.redis.url,
             "BENCH_LIB": lib,
             "BENCH_CONCURRENCY": "100",
+            # one pooled connection per awaited result: see apps/streaq_app.py
+            "BENCH_STREAQ_POOL": str(2 * max(self.args.conns) + 64),
             "PYTHONPATH": str(HERE),
             "PYTHONUNBUFFERED": "1",
         }

@@ -17,7 +17,17 @@ from streaq import Worker
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "100"))
 
-worker = Worker(redis_url=URL, concurrency=CONCURRENCY, anyio_kwargs={"use_uvloop": True})
+# streaQ's client holds one pooled connection per awaited result (a pub/sub each) and
+# coredis pools 64 by default: with 64 requests awaiting results, the enqueues of the next
+# ones wait for a connection forever and nothing completes (the web benchmark served no
+# request at 100 connections). The web benchmark raises the pool (BENCH_STREAQ_POOL).
+_POOL = int(os.environ.get("BENCH_STREAQ_POOL", "0")) or None
+worker = Worker(
+    redis_url=URL,
+    concurrency=CONCURRENCY,
+    anyio_kwargs={"use_uvloop": True},
+    **({"redis_kwargs": {"max_connections": _POOL}} if _POOL else {}),
+)
 
 
 # silent=True: streaQ's documented switch for per-task log lines
