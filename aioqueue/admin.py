@@ -70,6 +70,20 @@ _QUEUE_KEY_MATCH = "aq:{*}:[rsdw]*"  # the SCAN pattern: a superset of _QUEUE_KE
 
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
+    """A worker registered on a queue, as its last heartbeat left it.
+
+    Attributes:
+        id: the worker's id.
+        queue: the queue it was read from.
+        host: its host name.
+        pid: its process id (None if unreadable).
+        running: jobs it ran at its last heartbeat.
+        done: jobs it finished since it started.
+        concurrency: its concurrency.
+        seconds_since_heartbeat: age of its last heartbeat (Redis time).
+        alive: that age is within its lease.
+    """
+
     id: str
     queue: str
     host: str
@@ -83,7 +97,22 @@ class WorkerInfo:
 
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
-    """A queue's depths; None where the key holds garbage (see ``problems``)."""
+    """A queue's depths; None where the key holds garbage (see ``problems``).
+
+    Attributes:
+        name: the queue.
+        queued: jobs ready to run (the ready list plus CPU-bound jobs set aside
+            by a claim).
+        scheduled: jobs due later.
+        active: jobs leased to workers.
+        failed: dead-lettered jobs.
+        workers: the workers registered on it, alive or not.
+        finished_last_minute: jobs finished over the last minute.
+        per_second: that, per second.
+        stats: the queue's counters (``complete``, ``failed``, ``retried``, ...).
+        problems: garbage met while reading, one line each.
+        workers_alive: how many of ``workers`` are alive.
+    """
 
     name: str
     queued: int | None
@@ -98,12 +127,24 @@ class QueueInfo:
 
     @property
     def workers_alive(self) -> int:
+        """How many of ``workers`` are alive."""
         return sum(1 for w in self.workers if w.alive)
 
 
 @dataclass(frozen=True, slots=True)
 class DeadJob:
-    """A dead-lettered job; ``problem`` says what of its record could not be read."""
+    """A dead-lettered job; ``problem`` says what of its record could not be read.
+
+    Attributes:
+        id: the job id.
+        queue: its queue.
+        task: its task's name (None if unreadable).
+        attempts: attempts it had (None if unreadable).
+        error_type: ``module.qualname`` of its last error.
+        error_message: that error's message.
+        failed_at_ms: when it was dead-lettered (Unix ms, Redis time).
+        problem: what could not be read, or None.
+    """
 
     id: str
     queue: str
@@ -116,7 +157,20 @@ class DeadJob:
 
 
 class Admin:
-    """``async with Admin(url) as admin:`` queries on one Redis connection pool."""
+    """``async with Admin(url) as admin:`` queries on one Redis connection pool.
+
+    What ``aioqueue info``, ``check`` and ``jobs`` are built on.
+
+    Args:
+        url: the Redis, as for ``Queue``.
+        timeout: the deadline of each call of a bulk action (``requeue``, ``purge``).
+
+    Attributes:
+        url: as given.
+        timeout: as given.
+        redis: its redis-py client.
+        scripts: the typed wrappers of the Functions library (internal).
+    """
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self.url = url
@@ -143,6 +197,7 @@ class Admin:
         await self.redis.aclose()
 
     async def now_ms(self) -> int:
+        """The Redis server's time, in Unix ms."""
         seconds, micros = await self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
@@ -185,6 +240,7 @@ class Admin:
         return int(by_node[node.name]), list(keys)
 
     async def queue(self, name: str, now_ms: int | None = None) -> QueueInfo:
+        """Queue ``name``'s depths, workers and throughput, in one round trip."""
         keys = QueueKeys(name)
         now = now_ms if now_ms is not None else await self.now_ms()
         bucket = now // THROUGHPUT_BUCKET_MS

@@ -57,7 +57,19 @@ _NAME = re.compile(r"^[^\s{}\x00]{1,150}$")
 
 @dataclass(frozen=True, slots=True)
 class CronJob:
-    """One recurring job: ``expression`` (cron) or ``interval_ms`` (every)."""
+    """One recurring job: ``expression`` (cron) or ``interval_ms`` (every).
+
+    Made by ``cron()`` or ``every()``, given to ``Worker(cron=[...])``.
+
+    Attributes:
+        name: the schedule's name in Redis (default: the task's name).
+        call: the job each tick enqueues.
+        expression: the cron expression, for ``cron()``.
+        interval_ms: the interval, for ``every()``.
+        timezone: the zone the expression is read in.
+        catch_up: at start, fire the last tick missed while no worker ran.
+        no_overlap: skip a tick while the previous run still runs.
+    """
 
     name: str
     call: Call[Any]
@@ -69,6 +81,7 @@ class CronJob:
 
     @property
     def task(self) -> Task[Any, Any]:
+        """The task each tick runs."""
         return self.call.task
 
     @property
@@ -86,6 +99,7 @@ class CronJob:
         return f"{self.schedule} {self.timezone}"
 
     def queue(self, default: str) -> str:
+        """The queue its jobs go to: the task's, else ``default``."""
         return self.task.defaults.queue or default
 
     def job_id(self, tick_ms: int) -> str:
@@ -199,7 +213,20 @@ def every(
 
 @dataclass(frozen=True, slots=True)
 class CronInfo:
-    """One line of the schedule: what runs when, and when it last fired."""
+    """One line of the schedule: what runs when, and when it last fired
+    (``aioqueue cron`` prints these).
+
+    Attributes:
+        name: the schedule's name.
+        task: the task's name.
+        schedule: the expression, or ``every <seconds>s``.
+        timezone: the zone's name.
+        queue: the queue its jobs go to.
+        next_fire: the next tick, in the job's zone.
+        last_fired: the last tick fired (by any worker), None if none or unknown.
+        catch_up: as declared.
+        no_overlap: as declared.
+    """
 
     name: str
     task: str

@@ -102,6 +102,9 @@ class RedisRefused(AioqueueError, ResponseError):
     ``code`` is the reply's first word when it is an upper-case code, else ''.
     It is also a ``redis.exceptions.ResponseError``, so code written against
     redis-py's errors still catches it.
+
+    Attributes:
+        code: the reply's error code (``NOPERM``, ``WRONGTYPE``, ...) or ''.
     """
 
     def __init__(self, message: str, *, code: str = "") -> None:
@@ -124,6 +127,11 @@ class NotAllEnqueued(AioqueueError):
     when a queue was full. A job whose queue did not answer in time
     (``RedisUnavailable``) may have been stored after all: enqueueing it again
     under the same id (``with_options(job_id=...)``) never stores it twice.
+
+    Attributes:
+        stored: the ``Job`` handles of the jobs stored, in call order.
+        not_stored: the ids of the jobs not stored, in call order.
+        errors: why, by queue name.
     """
 
     stored: list[Any]
@@ -182,6 +190,9 @@ class NotReplicated(TransientError):
     The jobs exist and will run, unless the primary fails before they reach a
     replica. Enqueueing them again under the same job ids is safe: an id that
     is already stored is not stored twice.
+
+    Attributes:
+        job_ids: the ids of the jobs stored but not acknowledged by a replica.
     """
 
     def __init__(self, message: str, *, job_ids: list[str]) -> None:
@@ -193,7 +204,11 @@ class QueueClosed(ConfigurationError):
     """The ``Queue`` was closed (or never opened with ``async with``): a pending
     ``await job`` ends with this at the close instead of waiting for ever.
     ``job_id`` names the job awaited, when there was one. A ``ConfigurationError``:
-    awaiting on a Queue outside its ``async with`` is a usage mistake."""
+    awaiting on a Queue outside its ``async with`` is a usage mistake.
+
+    Attributes:
+        job_id: the job awaited, or None.
+    """
 
     def __init__(self, message: str, *, job_id: str | None = None) -> None:
         super().__init__(message)
@@ -228,7 +243,11 @@ class SignatureError(MalformedJobError):
 
 
 class JobError(AioqueueError):
-    """An error about one job."""
+    """An error about one job.
+
+    Attributes:
+        job_id: the job's id.
+    """
 
     def __init__(self, message: str, *, job_id: str) -> None:
         super().__init__(message)
@@ -240,6 +259,13 @@ class JobFailed(JobError):
 
     ``exc_type`` is the qualified name of the remote exception class,
     ``exc_message`` its message and ``remote_traceback`` the formatted traceback.
+
+    Attributes:
+        exc_type: ``module.qualname`` of the exception the task raised
+            (``builtins.ValueError``).
+        exc_message: its message.
+        remote_traceback: the worker's formatted traceback, cut in the middle past
+            the worker's ``max_error_size``.
     """
 
     def __init__(
@@ -257,7 +283,11 @@ class JobTimedOut(JobFailed):
 
 class JobAborted(JobError):
     """The job was aborted: by ``job.abort()``, or dropped because its unique lock
-    was held (``reason`` says which, '' when the record does not)."""
+    was held (``reason`` says which, '' when the record does not).
+
+    Attributes:
+        reason: why, as recorded ('' when aborted while queued).
+    """
 
     def __init__(self, message: str, *, job_id: str, reason: str = "") -> None:
         super().__init__(message, job_id=job_id)
@@ -278,6 +308,9 @@ class Retry(Exception):
 
     A ``defer`` that is not a finite number of seconds, 0 or more, fails the job
     at once with a ``ConfigurationError`` (asking again would ask the same).
+
+    Attributes:
+        defer: the seconds asked for, or None for the task's backoff.
     """
 
     def __init__(self, defer: float | timedelta | None = None) -> None:

@@ -19,11 +19,33 @@ __all__ = ["JsonSerializer", "MsgpackSerializer", "Serializer", "get_serializer"
 
 @runtime_checkable
 class Serializer(Protocol):
+    """What encodes job arguments and results: any object with these three members.
+
+    Producers and workers must use the same one. Give a custom one to
+    ``Queue(serializer=...)`` and ``Worker(serializer=...)``; a worker started by
+    ``aioqueue run`` gets it from the ``Worker`` object.
+
+    Attributes:
+        name: a short name; ``msgpack``, ``json`` and ``pickle`` are taken.
+    """
+
     name: str
 
-    def dumps(self, value: Any) -> bytes: ...
+    def dumps(self, value: Any) -> bytes:
+        """Encodes ``[args, kwargs]`` of a job, or a result.
 
-    def loads(self, data: bytes) -> Any: ...
+        Raises:
+            SerializationError: a value it cannot encode (the enqueue writes nothing).
+        """
+        ...
+
+    def loads(self, data: bytes) -> Any:
+        """Decodes what ``dumps`` made. It must not run code: the bytes come from Redis.
+
+        Raises:
+            SerializationError: bytes it cannot decode.
+        """
+        ...
 
 
 class _MsgspecSerializer:
@@ -51,7 +73,11 @@ class _MsgspecSerializer:
 
 
 class MsgpackSerializer(_MsgspecSerializer):
-    """MessagePack: compact and the fastest here; the default."""
+    """MessagePack: compact and the fastest here; the default (``"msgpack"``).
+
+    Attributes:
+        name: ``"msgpack"``.
+    """
 
     name = "msgpack"
 
@@ -60,7 +86,11 @@ class MsgpackSerializer(_MsgspecSerializer):
 
 
 class JsonSerializer(_MsgspecSerializer):
-    """JSON: human readable in redis-cli, a little slower."""
+    """JSON: human readable in redis-cli, a little slower (``"json"``).
+
+    Attributes:
+        name: ``"json"``.
+    """
 
     name = "json"
 

@@ -47,7 +47,16 @@ ExecutorName = Literal["thread", "process"]
 
 @dataclass(frozen=True, slots=True)
 class TaskLock:
-    """At most one job of a task (per ``key`` of its arguments) runs at a time."""
+    """At most one job of a task (per ``key`` of its arguments) runs at a time.
+
+    Made by ``@task(unique=True, unique_key=..., on_locked=...)``.
+
+    Attributes:
+        key: a function of the job's arguments giving the lock's name; None: one
+            lock for the whole task.
+        on_locked: ``"wait"`` (parked until the holder ends) or ``"drop"`` (the job
+            ends as aborted).
+    """
 
     key: Callable[..., object] | None = None
     on_locked: OnLocked = "wait"
@@ -57,7 +66,7 @@ class TaskLock:
             raise ConfigurationError("on_locked must be 'wait' or 'drop'")
 
     def wire(self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        """The job's lock field: the mode letter, then the lock's name."""
+        """The job's lock field: the mode letter, then the lock's name (internal)."""
         name = task_name if self.key is None else f"{task_name}:{self.key(*args, **kwargs)}"
         return ("w" if self.on_locked == "wait" else "d") + name
 
@@ -66,8 +75,18 @@ class TaskLock:
 class JobOptions:
     """Options of one job. ``None`` means: the task's (or the worker's) default.
 
-    result_ttl: seconds a result is kept; 0 = not stored (only waiters see it);
-    a negative value keeps it until deleted.
+    Given as ``@task(...)`` defaults and per call through ``task.options(...)``.
+
+    Attributes:
+        queue: the queue the job goes to.
+        job_id: its id; an enqueue of an id already stored returns that job
+            (``Job.created`` False) and stores nothing.
+        delay: seconds (or a timedelta) before it may run.
+        at: an aware datetime before which it may not run (Redis time).
+        timeout: seconds an attempt may run before it is cancelled.
+        max_attempts: attempts in all before it is dead-lettered.
+        result_ttl: seconds a result is kept; 0 = not stored (only waiters see it);
+            a negative value keeps it until deleted.
     """
 
     queue: str | None = None
@@ -79,6 +98,7 @@ class JobOptions:
     result_ttl: float | None = None
 
     def merged(self, override: JobOptions) -> JobOptions:
+        """These options with those ``override`` sets."""
         return JobOptions(
             **{
                 name: getattr(override, name)
@@ -112,8 +132,23 @@ class JobOptions:
 class Task(Generic[P, R]):
     """A named function with the options its jobs run with.
 
-    ``fn`` is None for a reference by name (see ``task_ref``): such a task can be
-    enqueued by a producer that does not import the worker's code, not run.
+    Made by ``@task`` or ``task_ref``; ``queue.enqueue(task, *args, **kwargs)``
+    type-checks the arguments against the function's signature.
+
+    Attributes:
+        fn: the function; None for a reference by name (see ``task_ref``): such a
+            task can be enqueued by a producer that does not import the worker's
+            code, not run.
+        name: the name jobs carry (``module.function`` by default).
+        defaults: the task's ``JobOptions``.
+        is_async: ``fn`` is an ``async def``.
+        executor: ``"thread"`` or ``"process"`` for a plain ``def``; None for async.
+        cpu: counted as CPU-bound (held only in free CPU slots, never prefetched).
+        backoff: first retry delay in seconds; doubles per attempt, with jitter.
+        backoff_max: the longest retry delay.
+        max_lost: deliveries lost to dead workers before the job fails with
+            ``WorkerLost``.
+        lock: the task's ``TaskLock``, if unique.
     """
 
     __slots__ = (
@@ -197,13 +232,21 @@ class Task(Generic[P, R]):
 
 @dataclass(frozen=True, slots=True)
 class Call(Generic[R]):
-    """One job ready to enqueue: a task and its arguments."""
+    """One job ready to enqueue: a task and its arguments (``task.call(...)``),
+    for ``Queue.enqueue_many`` and cron.
+
+    Attributes:
+        task: the task, with its options.
+        args: positional arguments.
+        kwargs: keyword arguments.
+    """
 
     task: Task[Any, R]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
     def with_options(self, **options: Any) -> Call[R]:
+        """The same call with these ``JobOptions`` (``job_id=``, ``delay=``, ...)."""
         return replace(self, task=self.task.options(**options))
 
 

@@ -29,8 +29,15 @@ R = TypeVar("R")
 class Job(Generic[R]):
     """A handle on one job. ``await job`` gives its result or raises its error.
 
-    ``created`` is False when an enqueue found a job with the same id already
-    stored and returned that one instead.
+    ``Queue.enqueue`` returns one; ``Queue.job(id)`` makes one for a job enqueued
+    elsewhere. Awaiting never polls: the result comes by pub/sub, and a job that
+    ended before the await began is found at once.
+
+    Attributes:
+        id: the job id (16 characters of ``[a-z2-7]``, or the ``job_id`` given).
+        queue: the queue the job is in.
+        created: False when an enqueue found a job with the same id already
+            stored and returned that one instead (deduplication by ``job_id``).
     """
 
     __slots__ = ("_client", "created", "id", "queue")
@@ -45,7 +52,19 @@ class Job(Generic[R]):
         return self.result().__await__()
 
     async def result(self, timeout: float | None = None) -> R:
-        """The job's return value; raises JobFailed/JobAborted/JobNotFound/ResultTimeout."""
+        """The job's return value, once it has one.
+
+        Args:
+            timeout: seconds to wait; None waits as long as it takes (a short Redis
+                outage is ridden through within it).
+
+        Raises:
+            JobFailed: the last attempt raised (``JobTimedOut`` if it timed out); the
+                error's type, message and traceback are on the exception.
+            JobAborted: the job was aborted, or dropped for a lock (``on_locked="drop"``).
+            JobNotFound: no such job, or its result expired (``result_ttl``).
+            ResultTimeout: ``timeout`` passed first; the job goes on.
+        """
         status, blob = await self._client.waiter.wait(self.queue, self.id, timeout)
         return self._decode(status, blob)
 
@@ -93,6 +112,11 @@ class Job(Generic[R]):
             raise MalformedJobError(f"job {self.id}: {exc}") from exc
 
     async def status(self) -> JobStatus:
+        """The job's status now (one read).
+
+        Raises:
+            JobNotFound: no such job, or its record expired.
+        """
         raw = await self._client.command("HGET", QueueKeys(self.queue).job(self.id), "s")
         if raw is None:
             raise JobNotFound(f"job {self.id} not found in queue {self.queue!r}", job_id=self.id)

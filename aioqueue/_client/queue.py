@@ -77,29 +77,63 @@ def new_job_id() -> str:
 class Queue:
     """A connection to one Redis for enqueueing jobs and awaiting their results.
 
-    name: the queue jobs go to unless their task or options say otherwise.
-    timeout: how long an enqueue may take before it raises ``RedisUnavailable``.
-    max_payload: largest encoded job in bytes (``PayloadTooLarge``); None: no limit.
-    max_length: most queued + scheduled jobs a queue may hold; an enqueue past it
-    raises ``QueueFull``, or with ``wait_when_full`` waits (up to ``timeout``).
-    signing_key: sign every job (HMAC-SHA256 of its queue, id, lock and payload) for
-    workers that verify; a list of keys signs with the first (key rotation).
-    durable: an enqueue returns only once a replica has the jobs too (``WAIT 1``),
-    or raises ``NotReplicated`` after ``replica_timeout`` seconds. Without it an
-    acknowledged enqueue lives on the primary alone until replication catches up
-    (microseconds to milliseconds): a primary lost in that window loses it, even
-    with ``appendfsync always``, since the replica promoted in its place never had it.
-    url: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://hosts/service``
-    or ``redis+cluster://hosts`` (see ``connection.connect_any``); without one,
-    ``AIOQUEUE_REDIS_URL`` or ``redis://localhost:6379/0``.
-    max_connections: the most connections the Queue holds to Redis (per node on
-    a cluster), whatever the number of concurrent callers: one carries results,
-    the others every call, pipelined. A durable enqueue, and your own commands
-    on ``queue.redis``, take a connection of a pool of that size apart, and wait
-    for a free one.
-    health_check_interval: seconds of silence on the results connection after
-    which it is pinged; twice that with no answer and it is replaced (a link
-    dropped without a FIN, by a NAT or a firewall).
+    Open it with ``async with Queue(...) as queue:`` (it loads the Functions library
+    and subscribes for results on entry, closes everything on exit; pending awaits
+    then raise ``QueueClosed``). One Queue serves any number of concurrent callers.
+
+    Args:
+        url: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://hosts/service``
+            or ``redis+cluster://hosts``; without one, ``AIOQUEUE_REDIS_URL`` or
+            ``redis://localhost:6379/0``.
+        name: the queue jobs go to unless their task or options say otherwise.
+        serializer: how arguments and results are encoded: ``"msgpack"`` (default),
+            ``"json"``, ``"pickle"`` (opt-in: unsafe with an untrusted Redis) or a
+            ``Serializer``. Workers must use the same one.
+        timeout: how long an enqueue may take before it raises ``RedisUnavailable``.
+        result_ttl: how long ``abort()`` keeps the aborted job's record (seconds;
+            0 not kept, negative until deleted). Results themselves follow the task's
+            ``result_ttl``.
+        max_payload: largest encoded job in bytes (``PayloadTooLarge``); None: no limit.
+        max_length: most queued + scheduled jobs a queue may hold; an enqueue past it
+            raises ``QueueFull``, or with ``wait_when_full`` waits (up to ``timeout``).
+        wait_when_full: wait for room instead of raising ``QueueFull``.
+        signing_key: sign every job (HMAC-SHA256 of its queue, id, lock and payload) for
+            workers that verify; a list of keys signs with the first (key rotation).
+        durable: an enqueue returns only once a replica has the jobs too (``WAIT 1``),
+            or raises ``NotReplicated`` after ``replica_timeout`` seconds. Without it an
+            acknowledged enqueue lives on the primary alone until replication catches up
+            (microseconds to milliseconds): a primary lost in that window loses it, even
+            with ``appendfsync always``, since the replica promoted in its place never had it.
+        replica_timeout: seconds a durable enqueue waits for a replica.
+        max_connections: the most connections the Queue holds to Redis (per node on
+            a cluster), whatever the number of concurrent callers: one carries results,
+            the others every call, pipelined. A durable enqueue, and your own commands
+            on ``queue.redis``, take a connection of a pool of that size apart, and wait
+            for a free one.
+        health_check_interval: seconds of silence on the results connection after
+            which it is pinged; twice that with no answer and it is replaced (a link
+            dropped without a FIN, by a NAT or a firewall).
+
+    Attributes:
+        url: the URL given (or found in the environment).
+        name: the default queue.
+        serializer: the ``Serializer`` in use.
+        timeout: as given.
+        result_ttl: as given.
+        max_payload: as given.
+        max_length: as given (0: no limit).
+        wait_when_full: as given.
+        signing_key: as given.
+        max_connections: as given.
+        health_check_interval: as given.
+        redis: a redis-py client on the same Redis, for your own commands (its pool
+            is apart from the connections enqueues share).
+        scripts: the typed wrappers of the Functions library (internal).
+        client_id: this Queue's random id, the name of its results channel.
+        waiter: the results subscription (internal; ``await job`` uses it).
+
+    Raises:
+        ConfigurationError: a setting that cannot work (``max_connections`` below 2, ...).
     """
 
     def __init__(
@@ -230,6 +264,7 @@ class Queue:
 
     @property
     def waiter(self) -> ResultWaiter:
+        """The results subscription; only while the Queue is open."""
         if self._waiter is None:
             raise QueueClosed("the Queue is not open: use `async with Queue(...) as queue:`")
         return self._waiter

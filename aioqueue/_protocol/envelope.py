@@ -19,6 +19,20 @@ ENVELOPE_VERSION = 1
 
 
 class JobStatus(enum.StrEnum):
+    """Where a job is in its life (see [How aioqueue works](../../how-it-works.md)).
+
+    A string enum: ``JobStatus.QUEUED == "queued"``.
+
+    Attributes:
+        QUEUED: in the ready list, waiting for a worker (also while parked behind a
+            held lock).
+        SCHEDULED: due later: a delay, ``at=``, or a retry's backoff.
+        ACTIVE: leased to a worker, running.
+        COMPLETE: returned; the result is kept for ``result_ttl``.
+        FAILED: the last attempt failed: dead-lettered with its error.
+        ABORTED: aborted, or dropped for a held lock.
+    """
+
     QUEUED = "queued"
     SCHEDULED = "scheduled"
     ACTIVE = "active"
@@ -28,6 +42,7 @@ class JobStatus(enum.StrEnum):
 
     @property
     def is_final(self) -> bool:
+        """True for COMPLETE, FAILED and ABORTED: the job will not change again."""
         return self in (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.ABORTED)
 
 
@@ -47,7 +62,14 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
 
 
 class ErrorInfo(msgspec.Struct, array_like=True, omit_defaults=True):
-    """Why a job failed, as stored with it and shown to whoever awaits it."""
+    """Why a job failed, as stored with it and shown to whoever awaits it.
+
+    Attributes:
+        type: ``module.qualname`` of the exception.
+        message: its message.
+        traceback: the formatted traceback ('' when none was recorded).
+        timed_out: the attempt ran past its timeout.
+    """
 
     type: str
     message: str
@@ -97,7 +119,26 @@ def _ms_to_dt(raw: bytes | None) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class JobInfo:
-    """A job's state as stored in Redis at the time it was read."""
+    """A job's state as stored in Redis at the time it was read (``await job.info()``).
+
+    Times are the Redis server's, as UTC datetimes; None where the job has not
+    reached that point (or the record no longer says).
+
+    Attributes:
+        id: the job id.
+        queue: its queue.
+        status: its ``JobStatus``.
+        task: the task's name; None when the payload cannot be read.
+        attempts: attempts started so far.
+        enqueued_at: when it was enqueued.
+        started_at: when its last attempt started.
+        ended_at: when it ended.
+        due_at: when it is due, for a SCHEDULED job.
+        worker: the id of the worker running (or that last ran) it.
+        error: the last error, if any.
+        args: its positional arguments, decoded; None when they cannot be.
+        kwargs: its keyword arguments, decoded; None when they cannot be.
+    """
 
     id: str
     queue: str
@@ -115,6 +156,7 @@ class JobInfo:
 
     @classmethod
     def from_hash(cls, queue: str, job_id: str, fields: dict[bytes, bytes], loads: Any) -> JobInfo:
+        """Reads the job hash's fields (internal: ``Job.info`` calls it)."""
         task: str | None = None
         args: tuple[Any, ...] | None = None
         kwargs: dict[str, Any] | None = None

@@ -54,11 +54,33 @@ def available_cpus() -> int:
 class WorkerSettings:
     """Everything a worker runs with that flags or variables may change.
 
-    concurrency: most jobs running at once. prefetch: I/O-bound deliveries held
-    ahead of a free slot while jobs are short. cpu_slots: CPU-bound deliveries
-    (``@task(cpu=True)``, plain ``def`` tasks) held at once, never prefetched.
-    process_pool: child processes for ``@task(executor="process")`` tasks.
-    lease / heartbeat: see ``Worker``. grace: seconds running jobs get on stop.
+    Frozen and checked once: ``Worker(...)`` builds it from its arguments,
+    ``aioqueue run`` replaces fields from its flags and ``AIOQUEUE_*`` variables
+    (``Worker.configure``). The fields mean what the ``Worker`` arguments of the
+    same name mean; the three derived ones are computed here, once.
+
+    Attributes:
+        redis_url: the Redis to use.
+        queues: the queues served, highest priority first.
+        concurrency: most jobs running at once.
+        prefetch: I/O-bound deliveries held ahead of a free slot (None: derived).
+        cpu_slots: CPU-bound deliveries (``@task(cpu=True)``, plain ``def`` tasks)
+            held at once, never prefetched.
+        process_pool: processes for ``@task(executor="process")`` tasks (None: CPUs).
+        lease: seconds a delivery is held without a heartbeat.
+        heartbeat: seconds between heartbeats (None: derived).
+        grace: seconds running jobs get on stop.
+        job_timeout: default seconds an attempt may run.
+        max_attempts: default attempts of a job.
+        result_ttl: default seconds a result is kept.
+        sync_threads: threads for plain ``def`` tasks.
+        max_jobs: stop after this many jobs (None: never).
+        max_result_size: largest encoded result in bytes (None: no limit).
+        burst: stop once the queues are drained.
+        effective_prefetch: the prefetch used: ``prefetch``, else ``concurrency``
+            (0 for concurrency 1).
+        heartbeat_interval: the heartbeat used: ``heartbeat``, else ``lease / 3``.
+        pool_size: the process pool used: ``process_pool``, else the CPUs available.
     """
 
     redis_url: str = DEFAULT_URL
@@ -145,6 +167,7 @@ class WorkerSettings:
         return dataclasses.replace(self, **given)
 
     def with_queues(self, queues: Iterable[str]) -> WorkerSettings:
+        """A copy serving these queues."""
         return self.replace(queues=tuple(queues))
 
 

@@ -87,19 +87,65 @@ FINISH_BATCH = 256
 class Worker(SettingsView):
     """Runs the jobs of ``queues`` (in priority order) with ``tasks``.
 
-    concurrency: most jobs running at once. prefetch: I/O-bound deliveries
-    claimed ahead of a free slot while jobs are short (default: concurrency, 0
-    for concurrency 1); they go back at once when the worker stops. cpu_slots:
-    CPU-bound deliveries held at once (never prefetched). process_pool: size
-    of the pool for ``executor="process"`` tasks (default: the CPUs available).
-    lease: seconds a delivery is held without a
-    heartbeat before another worker may take it. grace: seconds running jobs get
-    to finish when the worker stops. max_result_size: largest encoded result in
-    bytes (a larger one fails the job). max_error_size: largest error record
-    (message and traceback) in bytes, cut in the middle past it. signing_key:
-    run only jobs signed with it, or with any key of a list (see
-    ``aioqueue._protocol.signing``); others are set aside. cron: recurring jobs
-    (``aioqueue.cron.cron`` / ``every``); their tasks are registered here too.
+    Build it in a module and run it with ``aioqueue run module:worker``, or in your
+    own event loop with ``await worker.run()`` (``stop()`` ends it). Idle, it blocks
+    on Redis (at most ``IDLE_WAIT`` = 5 s between two looks at its queues, one claim
+    each), so an idle worker sends well under one command a second.
+
+    Args:
+        tasks: the tasks it runs (more with ``register`` or the ``task`` decorator).
+        redis_url: the Redis to use (``aioqueue run --redis-url`` or
+            ``AIOQUEUE_REDIS_URL`` override it).
+        queues: the queues to serve, highest priority first.
+        concurrency: most jobs running at once.
+        lease: seconds a delivery is held without a heartbeat before another worker
+            may take it (at-least-once: a dead worker's jobs run again after it).
+        heartbeat: seconds between heartbeats, shorter than the lease
+            (default ``lease / 3``).
+        grace: seconds running jobs get to finish when the worker stops.
+        serializer: as the producers' ``Queue`` (default ``"msgpack"``).
+        job_timeout: default seconds an attempt may run (a task's ``timeout`` wins).
+        max_attempts: default attempts of a job (a task's ``max_attempts`` wins).
+        result_ttl: default seconds a result is kept (a task's ``result_ttl`` wins).
+        sync_threads: threads for plain ``def`` tasks.
+        on_startup: async hooks ``hook(state)`` run before the first claim; they
+            may put shared objects (an HTTP client) in ``state``.
+        on_shutdown: async hooks ``hook(state)`` run after the last job.
+        max_jobs: stop after this many jobs (a supervisor then starts a fresh process).
+        prefetch: I/O-bound deliveries claimed ahead of a free slot while jobs are
+            short (default: concurrency, 0 for concurrency 1); they go back at once
+            when the worker stops.
+        max_result_size: largest encoded result in bytes (a larger one fails the job).
+        max_error_size: largest error record (message and traceback) in bytes, cut in
+            the middle past it.
+        signing_key: run only jobs signed with it, or with any key of a list; others
+            are set aside (see [Security](../../security.md)).
+        name: the worker's id in ``aioqueue info`` (default ``host:pid:random``).
+        burst: stop once the queues are drained (jobs due later stay).
+        cron: recurring jobs (``aioqueue.cron.cron`` / ``every``); their tasks are
+            registered here too.
+        cpu_slots: CPU-bound deliveries (``cpu=True``, plain ``def``) held at once,
+            never prefetched.
+        process_pool: size of the pool for ``executor="process"`` tasks (default:
+            the CPUs available).
+
+    Attributes:
+        settings: the frozen ``WorkerSettings`` it runs with (``configure`` replaces it).
+        id: the worker's id, as registered in Redis and logged.
+        tasks: the registered tasks by name.
+        cron: the recurring jobs.
+        state: what startup hooks shared with the tasks (``current_job().state``).
+        jobs_done: jobs finished since it started.
+        redis_errors: error replies from Redis its loops logged and backed off from.
+        serializer: the ``Serializer`` in use.
+        on_startup: the startup hooks.
+        on_shutdown: the shutdown hooks.
+        max_error_size: as given.
+        signing_key: as given.
+
+    Raises:
+        ConfigurationError: a setting out of range, two tasks with one name, a cron
+            schedule that cannot fire.
     """
 
     def __init__(
@@ -182,16 +228,24 @@ class Worker(SettingsView):
         self._keys = {q: QueueKeys(q) for q in self.queues}
 
     def set_queues(self, queues: Iterable[str]) -> None:
+        """Serve these queues instead, highest priority first (before ``run``)."""
         self.configure(queues=tuple(queues))
 
     @property
     def defaults(self) -> Defaults:
+        """The job options tasks fall back to: timeout, attempts, result TTL."""
         s = self.settings
         return Defaults(s.job_timeout, s.max_attempts, s.result_ttl)
 
     # -- tasks ---------------------------------------------------------------------
 
     def register(self, t: Task[Any, Any]) -> Task[Any, Any]:
+        """Adds a task this worker runs; returns it.
+
+        Raises:
+            ConfigurationError: a reference by name (``task_ref``), or another task
+                with the same name.
+        """
         if t.fn is None:
             raise ConfigurationError(
                 f"task {t.name!r} is a reference by name; a worker needs the function"
@@ -717,4 +771,5 @@ class Worker(SettingsView):
 
     @property
     def redis(self) -> RedisClient:
+        """The worker's redis-py client, while it runs."""
         return self._redis

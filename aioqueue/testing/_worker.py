@@ -34,7 +34,11 @@ __all__ = ["RunningWorker", "run_worker"]
 
 
 class RunningWorker:
-    """The handle ``run_worker`` yields."""
+    """The handle ``run_worker`` yields.
+
+    Attributes:
+        worker: the ``Worker`` running in the test's event loop.
+    """
 
     def __init__(self, worker: Worker, env: Environment, cron: list[CronJob]) -> None:
         self.worker = worker
