@@ -233,3 +233,39 @@ def test_the_log_page_lists_exactly_the_events_the_code_logs() -> None:
         page = on_page[name]
         assert event.levels == page.levels, (name, event.levels, page.levels, event.where)
         assert event.fields == page.fields, (name, event.fields, page.fields, event.where)
+
+
+_METRIC_ROW = re.compile(r"^\|\s*`(aioqueue_[a-z_]+)`\s*\|", re.M)
+_STREAM_FIELD = re.compile(r"^\|\s*`([a-z_]+)`\s*\|\s*(every entry|where known|`)", re.M)
+
+
+def test_the_metrics_page_lists_exactly_the_metrics_the_module_declares() -> None:
+    pytest.importorskip("aioqueue.prometheus", reason="aioqueue.prometheus has not landed yet")
+    source = (ROOT / "aioqueue" / "prometheus.py").read_text()
+    # the first string of every metric family made there is its name
+    declared = set(
+        re.findall(r"""(?:Counter|Gauge|Histogram|MetricFamily)\(\s*["'](aioqueue_\w+)""", source)
+    )
+    page = (ROOT / "docs" / "reference" / "metrics.md").read_text()
+    assert declared == set(_METRIC_ROW.findall(page))
+
+
+def test_event_stream_entries_have_the_documented_fields(run: Run) -> None:
+    from aioqueue._protocol.keys import QueueKeys
+
+    if not hasattr(QueueKeys, "__slots__") or "events" not in QueueKeys.__slots__:
+        pytest.skip("the event stream (issue #14) has not landed yet")
+    page = (ROOT / "docs" / "reference" / "events.md").read_text()
+    fields = {m[0] for m in _STREAM_FIELD.findall(page)}
+    events = set(re.findall(r"^\|\s*`([a-z_]+)`\s*\|\s*(?!every|where)", page, re.M)) - fields
+    client = redis.Redis.from_url(run.url)
+    try:
+        entries = client.xrange(QueueKeys(QUEUE).events)
+    finally:
+        client.close()
+    assert entries, "the module's run left no entries in the stream"
+    for _, entry in entries:
+        got = {k.decode() for k in entry}
+        assert got <= fields, got - fields
+        assert {"event", "job", "task", "attempt", "ts"} <= got
+        assert entry[b"event"].decode() in events
