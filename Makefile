@@ -33,7 +33,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) redis-server
+# examples/migrate_arq/arq_app.py runs under arq, which needs redis-py < 6: a venv of its
+# own (about 10 s once), for tests/test_migrate_examples.py
+ARQ_VENV := .venv-arq
+$(ARQ_VENV)/.installed: examples/migrate_arq/requirements-arq.txt
+	test -x $(ARQ_VENV)/bin/python || $(PYTHON) -m venv $(ARQ_VENV)
+	$(ARQ_VENV)/bin/python -m pip install -q -r examples/migrate_arq/requirements-arq.txt
+	touch $@
+
+pytest: $(STAMP) redis-server $(ARQ_VENV)/.installed
 	$(BIN)/pytest -q
 
 # The user guide (docs/, mkdocs.yml) into site/; --strict turns every warning
@@ -116,7 +124,7 @@ bench-web: bench-venvs redis-server wrk
 	$(BENCH)/.venv-aq/bin/python $(BENCH)/web.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) .mypy_cache .ruff_cache site
+	rm -rf $(VENV) $(FLOOR_VENV) $(ARQ_VENV) .mypy_cache .ruff_cache site
 
 # The chaos suite's long form (the short form runs in `make test`).
 chaos: $(STAMP) redis-server
