@@ -10,14 +10,23 @@ comment on the line just above it (invisible in the rendered page)::
                                               starts ``aioqueue run TARGET`` beside it,
                                               ``expect=`` must appear in its output
     <!-- snippet: skip needs a Redis Cluster --> not run, for the reason given
+    <!-- snippet: fragment a piece of tasks.py --> a piece of a program shown in the
+                                              prose, on purpose not run; a Python
+                                              fragment must still parse (top-level
+                                              ``await`` allowed)
 
-The blocks of one document share one scratch project, in document order. An
-unmarked Python block is an error: a page cannot gain code that no test runs
-without saying why.
+The blocks of one document share one scratch project, in document order. A run
+block's ``redis://localhost:6379/0`` (what a reader's own Redis would be) is
+replaced by the test's Redis. Every block needs a marker, whatever its language,
+except displays: ``text`` (command synopses, output), ``mermaid`` (diagrams) and
+``json`` blocks under a ``<!-- schema: NAME -->`` marker (the schemas that
+tests/test_output_shapes.py validates output against). An unmarked block is an
+error: a page cannot gain code that no test runs without saying why.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -29,9 +38,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 _BLOCK = re.compile(
-    r"(?:<!--\s*snippet:\s*(?P<marker>.*?)\s*-->\s*\n)?```(?P<lang>[\w+-]*)[^\n]*\n(?P<code>.*?)^```",
+    r"(?:<!--\s*(?P<what>snippet|schema):\s*(?P<marker>.*?)\s*-->\s*\n)?"
+    r"```(?P<lang>[\w+-]*)[^\n]*\n(?P<code>.*?)^```",
     re.DOTALL | re.MULTILINE,
 )
+DISPLAYS = {"text", "mermaid"}
+DEFAULT_URLS = ("redis://localhost:6379/0", "redis://localhost:6379")
 
 
 @dataclass
@@ -40,7 +52,7 @@ class Snippet:
     line: int
     lang: str
     code: str
-    kind: str = ""  # file | run | skip ("" when unmarked)
+    kind: str = ""  # file | run | skip | fragment | schema ("" when unmarked)
     path: str = ""
     options: dict[str, str] = field(default_factory=dict)
     reason: str = ""
@@ -59,10 +71,12 @@ def snippets(doc: Path) -> list[Snippet]:
         name = str(doc.relative_to(ROOT)) if doc.is_relative_to(ROOT) else str(doc)
         snip = Snippet(name, line, m["lang"], m["code"])
         marker = m["marker"]
-        if marker:
+        if m["what"] == "schema":
+            snip.kind, snip.path = "schema", marker
+        elif marker:
             kind, _, rest = marker.partition(" ")
             snip.kind = kind
-            if kind == "skip":
+            if kind in ("skip", "fragment"):
                 snip.reason = rest.strip()
             else:
                 words = shlex.split(rest)
@@ -74,6 +88,32 @@ def snippets(doc: Path) -> list[Snippet]:
 
 def python_snippets(doc: Path) -> list[Snippet]:
     return [s for s in snippets(doc) if s.lang in ("python", "py")]
+
+
+def check_markers(doc: Path) -> list[Snippet]:
+    """Every block of ``doc`` is run, written, skipped or a fragment on purpose (or a
+    display); Python fragments parse. Returns the blocks. Raises AssertionError."""
+    found = snippets(doc)
+    for snip in found:
+        if snip.lang in DISPLAYS or (snip.kind == "schema" and snip.lang == "json"):
+            continue
+        assert snip.kind in ("file", "run", "skip", "fragment"), (
+            f"{snip.where}: a ```{snip.lang or '(no language)'} block needs a"
+            " `<!-- snippet: file|run|skip|fragment ... -->` marker (tests/snippets.py)"
+        )
+        if snip.kind in ("skip", "fragment"):
+            assert snip.reason, f"{snip.where}: say why it is a {snip.kind}"
+        if snip.kind == "fragment" and snip.lang in ("python", "py"):
+            try:
+                compile(
+                    snip.code,
+                    snip.where,
+                    "exec",
+                    ast.PyCF_ALLOW_TOP_LEVEL_AWAIT | ast.PyCF_ONLY_AST,
+                )
+            except SyntaxError as exc:
+                raise AssertionError(f"{snip.where}: the fragment does not parse: {exc}") from None
+    return found
 
 
 def run_document(doc: Path, project: Path, redis_url: str, timeout: float = 60) -> list[str]:
@@ -88,12 +128,9 @@ def run_document(doc: Path, project: Path, redis_url: str, timeout: float = 60) 
         "AIOQUEUE_LOG_LEVEL": "warning",
     }
     outputs: list[str] = []
+    check_markers(doc)
     for snip in python_snippets(doc):
-        assert snip.kind in ("file", "run", "skip"), (
-            f"{snip.where}: a python block needs a `<!-- snippet: file|run|skip ... -->` marker"
-        )
-        if snip.kind == "skip":
-            assert snip.reason, f"{snip.where}: say why it is skipped"
+        if snip.kind in ("skip", "fragment"):
             continue
         assert snip.path, f"{snip.where}: the marker names no file"
         target = project / snip.path
@@ -101,7 +138,10 @@ def run_document(doc: Path, project: Path, redis_url: str, timeout: float = 60) 
         for parent in target.relative_to(project).parents:
             if str(parent) != ".":
                 (project / parent / "__init__.py").touch()
-        target.write_text(snip.code)
+        code = snip.code
+        for url in DEFAULT_URLS:  # the reader's local Redis is the test's here
+            code = code.replace(url, redis_url)
+        target.write_text(code)
         if snip.kind == "run":
             outputs.append(_run(snip, project, env, timeout))
     return outputs

@@ -33,6 +33,8 @@ def files_of(page: Path) -> dict[str, str]:
             assert m["lang"] != "python" or "def " not in m["code"], m["code"]
             continue
         kind, _, path = marker.partition(" ")
+        if kind == "fragment":  # a piece shown in the prose (tests/snippets.py checks it parses)
+            continue
         assert kind == "file" and path, f"unknown snippet marker {marker!r}"
         files[path.strip()] = m["code"]
     return files
