@@ -136,3 +136,26 @@ async def test_many_awaits_of_one_job_register_the_client_once(
         tg.cancel_scope.cancel()
     await queue.waiter.settled()
     assert await admin.hget(key, "wt") is None  # all gave up: forgotten
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_an_idle_result_link_answers_its_health_checks_and_is_kept(
+    redis_url: str, protocol: int
+) -> None:
+    # redis-py 8 speaks RESP3, where a subscribed connection answers PING with a plain
+    # PONG: the subscriber took that for silence and reopened its link every 6 s
+    from aioqueue._client.subscriber import Subscriber
+
+    redis = aioredis.from_url(redis_url, protocol=protocol)
+    sub = Subscriber(redis, on_message=lambda data: None, health_interval=0.1)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(sub.run)
+            await sub.subscribe("aq:client:health-check")
+            with anyio.fail_after(30):
+                while sub.pongs < 5:  # each one sent after 0.1 s of quiet
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+    finally:
+        await redis.aclose()
+    assert sub.connections == 1

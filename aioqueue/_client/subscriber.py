@@ -81,6 +81,7 @@ class Subscriber:
         self._lost = False
         self._changed = asyncio.Event()  # a confirmation came, or the link was lost
         self.connections = 0  # opened so far
+        self.pongs = 0  # health-check PINGs answered
 
     # -- subscriptions -------------------------------------------------------------------
 
@@ -142,6 +143,11 @@ class Subscriber:
                 self._event(channel).set()
                 self._changed.set()
             return
+        if reply == b"PONG":
+            # RESP3 (redis-py 8's default) answers a PING on a subscribed connection with a
+            # plain PONG; RESP2 with ["pong", ""] (below). Either way, the PING is answered.
+            self._pong()
+            return
         if not isinstance(reply, list) or not reply:
             return
         kind = reply[0]
@@ -155,13 +161,17 @@ class Subscriber:
                 self._event(channel).set()
                 self._changed.set()
         elif kind == b"pong":
-            if self._expect:
-                self._expect.popleft()
+            self._pong()
         elif kind == b"sunsubscribe" and len(reply) == 3:
             # not asked for: the slot moved to another node, or was deleted
             channel = reply[1].decode(errors="replace")
             self.forget(channel)
             self._on_moved(channel)
+
+    def _pong(self) -> None:
+        if self._expect:
+            self._expect.popleft()
+        self.pongs += 1
 
     def _on_link_lost(self, link: Link, exc: BaseException | None) -> None:
         if link is self._link:
