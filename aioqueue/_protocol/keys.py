@@ -11,6 +11,7 @@ import unicodedata
 
 PREFIX = "aq"
 THROUGHPUT_BUCKET_MS = 10_000  # the Lua `finish` counts finished jobs per bucket of this size
+MINUTE_MS = 60_000  # and attempts ended per outcome per minute, for about an hour
 # printable ASCII without space (and, in a queue name, without the hash tag's braces)
 _NAME_ASCII = re.compile(r"^[\x21-\x7a|~]{1,200}$")
 _JOB_ID_ASCII = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -106,6 +107,10 @@ class QueueKeys:
     def finished_in(self, bucket: int) -> str:
         """Count of jobs finished in 10-second bucket ``bucket`` (ms // THROUGHPUT_BUCKET_MS)."""
         return f"{self.prefix}tput:{bucket}"
+
+    def outcomes_in(self, minute: int) -> str:
+        """Hash outcome -> attempts ended in minute ``minute`` (ms // 60,000), kept ~1 hour."""
+        return f"{self.prefix}tpm:{minute}"
 
     def nudge(self, worker_id: str) -> str:
         """One worker's own wake list: pushed by the worker itself when a CPU slot

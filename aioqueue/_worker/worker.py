@@ -194,6 +194,7 @@ class Worker(SettingsView):
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.state: dict[str, Any] = {}
         self.jobs_done = 0
+        self.started_at = time.time()  # when run() began (wall clock): the dashboard's uptime
         self.redis_errors = 0  # error replies from Redis the loops logged and backed off from
         # by delivery (queue, token), not job id: a worker whose loop stalled past a
         # lease may be handed its own job again while the first delivery still runs
@@ -287,6 +288,7 @@ class Worker(SettingsView):
     ) -> None:
         """Runs until ``stop()``; ``task_status.started()`` once it is fetching jobs."""
         self._active = True
+        self.started_at = time.time()
         try:
             if handle_signals:
                 async with anyio.create_task_group() as tg:
@@ -695,6 +697,7 @@ class Worker(SettingsView):
                 "running": len(self._running),
                 "done": self.jobs_done,
                 "seen": time.time(),
+                "started": self.started_at,
                 "lease": self.lease,
             }
         )

@@ -780,6 +780,24 @@ local function count_finished(prefix, now, n)
   end
 end
 
+-- Attempts ended per minute by outcome (`tpm:<minute>`, hash outcome -> count,
+-- kept a little over an hour): the dashboard's hour of throughput and failure
+-- rate. One HINCRBY per outcome the batch had, and one EXPIRE.
+local MINUTE_MS = 60000
+local MINUTE_OUTCOMES = {'complete', 'failed', 'retried', 'aborted'}
+local function count_minute(prefix, now, counts)
+  local key = prefix .. 'tpm:' .. math.floor(now / MINUTE_MS)
+  local any = false
+  for _, outcome in ipairs(MINUTE_OUTCOMES) do
+    local n = counts[outcome]
+    if n then
+      kcall(prefix, 'HINCRBY', key, outcome, n)
+      any = true
+    end
+  end
+  if any then redis.call('EXPIRE', key, 3720) end
+end
+
 local OUTCOMES = {complete = true, failed = true, retry = true, release = true, aborted = true}
 local FINISH_FIELDS = {'s', 'k', 'wt', 'u', 'a', 'ab'}
 
@@ -859,6 +877,7 @@ local function finish(keys, args)
     kcall(prefix, 'HINCRBY', prefix .. 'stats', name, n)
   end
   count_finished(prefix, now, finished)
+  count_minute(prefix, now, counts)
   return out
 end
 
