@@ -1,13 +1,14 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
 # Both create .venv, install the package with its dev extras and make sure a
-# redis-server binary exists (apt-get when missing and root).
+# redis-server binary exists (apt-get when missing and root); `make test` also
+# makes sure Debian's chromium exists for the dashboard's browser tests.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest test-floor docs demo bench bench-quick bench-venvs bench-web wrk chaos redis-server clean format
+.PHONY: chromium test lint typecheck pytest test-floor docs demo bench bench-quick bench-venvs bench-web wrk chaos redis-server clean format
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,17 @@ redis-server:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || exit 1; \
 	  else \
 	    echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server' or 'brew install redis')"; exit 1; \
+	  fi; }
+
+# The dashboard's browser tests (tests/test_web_*.py) drive Debian's chromium through
+# Playwright (its Python package brings the driver; `playwright install` is never run).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || exit 1; \
+	  else \
+	    echo "chromium is missing: install it (e.g. 'sudo apt-get install chromium')"; exit 1; \
 	  fi; }
 
 SOURCES := aioqueue tests $(wildcard examples benchmarks)
@@ -41,7 +53,7 @@ $(ARQ_VENV)/.installed: examples/migrate_arq/requirements-arq.txt
 	$(ARQ_VENV)/bin/python -m pip install -q -r examples/migrate_arq/requirements-arq.txt
 	touch $@
 
-pytest: $(STAMP) redis-server $(ARQ_VENV)/.installed
+pytest: $(STAMP) redis-server chromium $(ARQ_VENV)/.installed
 	$(BIN)/pytest -q
 
 # The user guide (docs/, mkdocs.yml) into site/; --strict turns every warning

@@ -4,6 +4,7 @@ JSON API (``aioqueue.web.api``); the browser's script only adds live updates."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -21,6 +22,8 @@ from aioqueue.web.security import csrf_ok, root_path
 __all__ = ["actions", "cron_page", "job_page", "overview", "queue_page", "workers_page"]
 
 PAGE_SIZE = 50
+FORM = "application/x-www-form-urlencoded"
+FORM_MAX = 1 << 20
 
 
 def live(request: Request, **params: Any) -> str:
@@ -102,6 +105,31 @@ async def cron_page(request: Request) -> Response:
     return render(request, "cron.html", crons=rows, now_ms=now, truncated=truncated)
 
 
+class _Form:
+    """A urlencoded form (the dashboard posts no files: no multipart parser needed)."""
+
+    def __init__(self, fields: dict[str, list[str]]) -> None:
+        self.fields = fields
+
+    def get(self, name: str, default: str = "") -> str:
+        values = self.fields.get(name)
+        return values[0] if values else default
+
+    def all(self, name: str) -> list[str]:
+        return self.fields.get(name, [])
+
+
+async def _form(request: Request) -> _Form:
+    if not request.headers.get("content-type", "").startswith(FORM):
+        raise Refused(415, f"a form post ({FORM}) was expected")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_MAX:
+            raise Refused(413, "form too large")
+    return _Form(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
 def _back(request: Request, given: str | None, fallback: str) -> str:
     """Where to go after an action: a page of this dashboard only."""
     base = root_path(request.scope)
@@ -114,20 +142,20 @@ def _back(request: Request, given: str | None, fallback: str) -> str:
 async def actions(request: Request) -> Response:
     """Retry, abort or delete jobs (a form post); bulk actions and deletes are
     confirmed on a page of their own first."""
-    form = await request.form()
-    if not csrf_ok(request, str(form.get("csrf", ""))):
+    form = await _form(request)
+    if not csrf_ok(request, form.get("csrf", "")):
         raise Refused(403, "missing or wrong CSRF token: reload the page and try again")
-    action = str(form.get("action", ""))
+    action = form.get("action", "")
     await check_write(request, action)
-    name = check_queue_name(str(form.get("queue", "")))
+    name = check_queue_name(form.get("queue", ""))
     everything = form.get("scope") == "all"
-    ids = [check_job_id(str(i)) for i in form.getlist("job")]
+    ids = [check_job_id(i) for i in form.all("job")]
     if not everything and not ids:
         raise Refused(400, "no job selected")
     if everything and action == "abort":
         raise Refused(400, "abort needs the jobs to abort")
     base = root_path(request.scope)
-    back = _back(request, str(form.get("back", "")), url(base, "/queue", name=name))
+    back = _back(request, form.get("back", ""), url(base, "/queue", name=name))
     if (everything or action == "delete" or len(ids) > 1) and form.get("confirmed") != "1":
         dead = (await dashboard_of(request).admin.queue(name)).failed
         return render(

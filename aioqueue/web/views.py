@@ -96,7 +96,17 @@ def queue_json(view: QueueView) -> dict[str, Any]:
 
 def detail_json(job: JobDetail) -> dict[str, Any]:
     out = asdict(job)
-    out["error"] = msgspec.to_builtins(job.error) if job.error is not None else None
+    error = job.error
+    out["error"] = (
+        None
+        if error is None
+        else {
+            "type": error.type,
+            "message": error.message,
+            "traceback": error.traceback,
+            "timed_out": error.timed_out,
+        }
+    )
     out["can_retry"] = job.can_retry
     out["can_abort"] = job.can_abort
     out["can_delete"] = job.can_delete
