@@ -5,7 +5,6 @@ page shows, read through aioqueue.admin and its page, detail and stats parts.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +17,6 @@ from aioqueue.web.hub import Hub
 from aioqueue.web.security import Authorize
 
 __all__ = ["Dashboard", "QueueView"]
-
-DISCOVER_TTL = 10.0  # seconds a discovery (a bounded SCAN) is reused
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,29 +43,20 @@ class Dashboard:
         self.serializer = serializer
         self.result_ttl = result_ttl
         self._named = queues
-        self._found: tuple[float, list[str], bool] | None = None
         self.hub = Hub(self.admin, self.queue_names)
 
     async def aclose(self) -> None:
         await self.admin.__aexit__(None, None, None)
 
     async def discover(self) -> tuple[list[str], bool]:
-        """The queues to show (those named, else found by a bounded SCAN, reused for
-        ``DISCOVER_TTL``) and whether the scan stopped early."""
+        """The queues to show (those named, else found by a bounded SCAN: see
+        ``Admin.discover``) and whether the scan stopped early."""
         if self._named is not None:
             return list(self._named), False
-        now = time.monotonic()
-        if self._found is None or now - self._found[0] > DISCOVER_TTL:
-            names, truncated = await self.admin.discover()
-            self._found = (now, names, truncated)
-        return list(self._found[1]), self._found[2]
+        return await self.admin.discover()
 
     async def queue_names(self) -> list[str]:
         return (await self.discover())[0]
-
-    def forget_queues(self) -> None:
-        """The next discovery scans again (a queue was named that it had not seen)."""
-        self._found = None
 
     async def queue_view(self, name: str, now_ms: int, *, minutes: int = 60) -> QueueView:
         info = await self.admin.queue(name, now_ms)
