@@ -176,7 +176,9 @@ async def _worker_of(
         return None, None
     try:
         raw = await admin.redis.hget(keys.winfo, worker)
-        info = msgspec.json.decode(raw) if raw else {}
+        if not raw:  # the worker has gone (deregistered)
+            return None, None
+        info = msgspec.json.decode(raw)
     except (ResponseError, msgspec.DecodeError):
         return None, None
     if not isinstance(info, dict):

@@ -269,9 +269,12 @@ async def page(
     serializer: Serializer,
     cursor: str | None = None,
     limit: int = 50,
+    *,
+    most: int = PAGE_MAX,
 ) -> Page:
-    """One page of ``state``'s jobs after ``cursor`` (None: the first page)."""
-    limit = max(1, min(limit, PAGE_MAX))
+    """One page of ``state``'s jobs after ``cursor`` (None: the first page), of
+    ``limit`` jobs (at most ``most``)."""
+    limit = max(1, min(limit, most))
     keys = QueueKeys(queue)
     total: int | None = None
     if state == "completed":
@@ -312,7 +315,9 @@ async def search(
         if exact and not text:
             return Page(queue, state, [], None, None, query, 0, exact)
     needle = query.lower()
-    scanned = await page(admin, queue, state, serializer, cursor, SEARCH_WINDOW)
+    scanned = await page(
+        admin, queue, state, serializer, cursor, SEARCH_WINDOW, most=SEARCH_WINDOW
+    )
     hits = [r for r in scanned.rows if matches(r, needle)]
     # every hit of the window is shown (at most SEARCH_WINDOW): the cursor goes on after it
     return Page(

@@ -208,7 +208,8 @@ async def test_under_a_prefix_every_link_and_the_event_stream_work(
             """() => [
               ...[...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href')),
               ...[...document.querySelectorAll('script[src]')].map(s => s.getAttribute('src')),
-              ...[...document.querySelectorAll('link[rel=stylesheet]')].map(l => l.getAttribute('href')),
+              ...[...document.querySelectorAll('link[rel=stylesheet]')]
+                .map(l => l.getAttribute('href')),
               ...[...document.querySelectorAll('form')].map(f => f.getAttribute('action')),
               document.body.dataset.live,
             ]"""

@@ -16,7 +16,7 @@ from aioqueue.web.dashboard import QueueView
 
 __all__ = ["ago", "chart", "detail_json", "duration", "encode", "queue_json", "ts"]
 
-CHART_W, CHART_H = 600, 120
+CHART_W, CHART_H = 400, 90
 
 
 def ts(ms: int | None) -> str:
