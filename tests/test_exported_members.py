@@ -23,6 +23,7 @@ PUBLIC_MODULES = {
     "aioqueue.serializers",
     "aioqueue.task",
     "aioqueue.testing",
+    "aioqueue.web",
 }
 
 

@@ -18,10 +18,10 @@ import pytest
 from redis.asyncio import Redis
 
 from aioqueue import Queue, Worker
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.cron import every
-from aioqueue.keys import QueueKeys
 from aioqueue.web import create_app
-from aioqueue.web.hub import Hub
+from aioqueue.web._hub import Hub
 from tests.conftest import ROOT
 from tests.redis_server import free_port
 from tests.tasks import add, boom

@@ -23,8 +23,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from aioqueue import JobFailed, Queue, Worker
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.cron import every
-from aioqueue.keys import QueueKeys
 from aioqueue.web import create_app
 from tests.conftest import ROOT
 from tests.redis_server import RedisServer

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from aioqueue.keys import QueueKeys
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue.web import create_app
 from tests.redis_server import RedisServer
 from tests.web_helpers import command_counts, delta, load_dead
@@ -112,7 +112,7 @@ async def test_search_by_id_among_a_million_is_one_read(
 async def test_text_search_reads_a_bounded_window_and_says_where_to_go_on(
     loaded: Redis, client: httpx.AsyncClient
 ) -> None:
-    from aioqueue.admin_pages import SEARCH_WINDOW
+    from aioqueue._admin.pages import SEARCH_WINDOW
 
     found, calls = await counted(loaded, client, {"q": "declined"})
     assert found["searched"] == SEARCH_WINDOW and len(found["rows"]) == SEARCH_WINDOW

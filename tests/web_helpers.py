@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aioqueue.admin_pages import events_key
+from aioqueue._admin.pages import events_key
 
 __all__ = ["emit", "events_key"]
 
@@ -45,8 +45,8 @@ return last - first + 1
 
 async def load_dead(redis: Any, queue: str, n: int, chunk: int = 100_000) -> None:
     """Puts ``n`` dead jobs ``dead-0`` .. ``dead-<n-1>`` (the higher, the newer) in ``queue``."""
-    from aioqueue.job import Envelope, ErrorInfo, encode_envelope, encode_error
-    from aioqueue.keys import queue_prefix
+    from aioqueue._protocol.envelope import Envelope, ErrorInfo, encode_envelope, encode_error
+    from aioqueue._protocol.keys import queue_prefix
     from aioqueue.serializers import get_serializer
 
     data = get_serializer("msgpack").dumps([["order-1234", {"qty": 2}], {}])

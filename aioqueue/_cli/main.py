@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from aioqueue._cli.admin import check, cron_schedule, enqueue, info
+from aioqueue._cli.dashboard import dashboard
 from aioqueue._cli.jobs import jobs
 from aioqueue._cli.output import Failed
 from aioqueue._redis.errors import UNAVAILABLE, unavailable
@@ -202,3 +203,4 @@ cli.add_command(info)
 cli.add_command(jobs)
 cli.add_command(check)
 cli.add_command(cron_schedule)
+cli.add_command(dashboard)

@@ -15,6 +15,6 @@ See docs/dashboard.md.
 
 from __future__ import annotations
 
-from aioqueue.web.app import create_app
+from aioqueue.web._app import create_app
 
 __all__ = ["create_app"]

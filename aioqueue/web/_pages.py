@@ -1,5 +1,5 @@
 """The dashboard's HTML pages, rendered on the server from the same reads as the
-JSON API (``aioqueue.web.api``); the browser's script only adds live updates."""
+JSON API (``aioqueue.web._api``); the browser's script only adds live updates."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from aioqueue.admin_detail import job_detail
-from aioqueue.admin_pages import STATES, page, search
-from aioqueue.admin_stats import crons, workers
-from aioqueue.keys import check_job_id, check_queue_name
-from aioqueue.web import views
-from aioqueue.web.guard import Refused, any_of, as_int, check_write, dashboard_of, guarded, param
-from aioqueue.web.render import page as render
-from aioqueue.web.render import url
-from aioqueue.web.security import csrf_ok, root_path
+from aioqueue._admin.detail import job_detail
+from aioqueue._admin.pages import STATES, page, search
+from aioqueue._admin.stats import crons, workers
+from aioqueue._protocol.keys import check_job_id, check_queue_name
+from aioqueue.web import _views as views
+from aioqueue.web._guard import Refused, any_of, as_int, check_write, dashboard_of, guarded, param
+from aioqueue.web._render import page as render
+from aioqueue.web._render import url
+from aioqueue.web._security import csrf_ok, root_path
 
 __all__ = ["actions", "cron_page", "job_page", "overview", "queue_page", "workers_page"]
 

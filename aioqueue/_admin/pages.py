@@ -32,10 +32,10 @@ from typing import Any, Literal
 
 from redis.exceptions import ResponseError
 
+from aioqueue._protocol.envelope import ErrorInfo, decode_envelope, decode_error
+from aioqueue._protocol.keys import QueueKeys, queue_prefix
+from aioqueue._redis.errors import refusal
 from aioqueue.admin import Admin
-from aioqueue.connection import refusal
-from aioqueue.job import ErrorInfo, decode_envelope, decode_error
-from aioqueue.keys import QueueKeys, queue_prefix
 from aioqueue.serializers import Serializer
 
 __all__ = ["STATES", "JobRow", "Page", "State", "decode_args", "page", "rows", "search"]
@@ -315,9 +315,7 @@ async def search(
         if exact and not text:
             return Page(queue, state, [], None, None, query, 0, exact)
     needle = query.lower()
-    scanned = await page(
-        admin, queue, state, serializer, cursor, SEARCH_WINDOW, most=SEARCH_WINDOW
-    )
+    scanned = await page(admin, queue, state, serializer, cursor, SEARCH_WINDOW, most=SEARCH_WINDOW)
     hits = [r for r in scanned.rows if matches(r, needle)]
     # every hit of the window is shown (at most SEARCH_WINDOW): the cursor goes on after it
     return Page(

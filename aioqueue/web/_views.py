@@ -9,10 +9,10 @@ from typing import Any
 
 import msgspec
 
+from aioqueue._admin.detail import JobDetail
+from aioqueue._admin.stats import Minute
 from aioqueue.admin import QueueInfo
-from aioqueue.admin_detail import JobDetail
-from aioqueue.admin_stats import Minute
-from aioqueue.web.dashboard import QueueView
+from aioqueue.web._dashboard import QueueView
 
 __all__ = ["ago", "chart", "detail_json", "duration", "encode", "queue_json", "ts"]
 

@@ -20,12 +20,12 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
+from aioqueue._admin.pages import as_int, as_text, decode_args, decoded, events_key
+from aioqueue._protocol.envelope import ErrorInfo, decode_error
+from aioqueue._protocol.keys import QueueKeys
+from aioqueue._redis.errors import mapped_errors, refusal
 from aioqueue.admin import Admin
-from aioqueue.admin_pages import as_int, as_text, decode_args, decoded, events_key
-from aioqueue.connection import mapped_errors, refusal
 from aioqueue.errors import JobNotFound
-from aioqueue.job import ErrorInfo, decode_error
-from aioqueue.keys import QueueKeys
 from aioqueue.serializers import Serializer
 from aioqueue.task import DEFAULT_RESULT_TTL
 

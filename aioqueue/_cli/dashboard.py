@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from aioqueue.cli_output import Failed
+from aioqueue._cli.output import Failed
 
 __all__ = ["dashboard"]
 

@@ -18,9 +18,9 @@ from aioqueue.errors import (
     RedisRefused,
     RedisUnavailable,
 )
-from aioqueue.web.dashboard import Dashboard
-from aioqueue.web.render import error_page
-from aioqueue.web.security import allowed
+from aioqueue.web._dashboard import Dashboard
+from aioqueue.web._render import error_page
+from aioqueue.web._security import allowed
 
 __all__ = ["WRITE_ACTIONS", "Endpoint", "dashboard_of", "guarded"]
 

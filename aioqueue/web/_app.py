@@ -15,15 +15,16 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from aioqueue.connection import default_url
-from aioqueue.keys import check_queue_name
+from aioqueue._protocol.keys import check_queue_name
+from aioqueue._redis.connect import default_url
 from aioqueue.serializers import Serializer, get_serializer
 from aioqueue.task import DEFAULT_RESULT_TTL
-from aioqueue.web import api, pages
-from aioqueue.web.dashboard import Dashboard
-from aioqueue.web.guard import dashboard_of, guarded
-from aioqueue.web.render import HERE
-from aioqueue.web.security import Authorize, Security
+from aioqueue.web import _api as api
+from aioqueue.web import _pages as pages
+from aioqueue.web._dashboard import Dashboard
+from aioqueue.web._guard import dashboard_of, guarded
+from aioqueue.web._render import HERE
+from aioqueue.web._security import Authorize, Security
 
 __all__ = ["create_app"]
 

@@ -28,11 +28,12 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from aioqueue._admin.detail import parse_event
+from aioqueue._admin.pages import decoded, events_key
+from aioqueue._admin.stats import latency_ms
+from aioqueue._redis.connect import connect
+from aioqueue._redis.errors import UNAVAILABLE
 from aioqueue.admin import Admin
-from aioqueue.admin_detail import parse_event
-from aioqueue.admin_pages import decoded, events_key
-from aioqueue.admin_stats import latency_ms
-from aioqueue.connection import UNAVAILABLE, connect
 
 __all__ = ["Hub", "Subscriber"]
 

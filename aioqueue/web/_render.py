@@ -11,8 +11,8 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from aioqueue.web import views
-from aioqueue.web.security import csrf_token, nonce, root_path
+from aioqueue.web import _views as views
+from aioqueue.web._security import csrf_token, nonce, root_path
 
 __all__ = ["error_page", "page", "url"]
 

@@ -11,13 +11,13 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aioqueue.admin_detail import job_detail
-from aioqueue.admin_pages import STATES, page, search
-from aioqueue.admin_stats import crons, workers
-from aioqueue.keys import check_job_id, check_queue_name
-from aioqueue.web import views
-from aioqueue.web.guard import Refused, any_of, as_int, check_write, dashboard_of, guarded, param
-from aioqueue.web.security import HEADER, csrf_ok, csrf_token
+from aioqueue._admin.detail import job_detail
+from aioqueue._admin.pages import STATES, page, search
+from aioqueue._admin.stats import crons, workers
+from aioqueue._protocol.keys import check_job_id, check_queue_name
+from aioqueue.web import _views as views
+from aioqueue.web._guard import Refused, any_of, as_int, check_write, dashboard_of, guarded, param
+from aioqueue.web._security import HEADER, csrf_ok, csrf_token
 
 __all__ = ["actions", "cron", "csrf", "job", "jobs", "overview", "queue", "workers_list"]
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from aioqueue._admin.detail import abort
+from aioqueue._admin.stats import Minute, history, latency_ms
 from aioqueue.admin import Admin, QueueInfo
-from aioqueue.admin_detail import abort
-from aioqueue.admin_stats import Minute, history, latency_ms
 from aioqueue.errors import ConfigurationError
 from aioqueue.serializers import Serializer
-from aioqueue.web.hub import Hub
-from aioqueue.web.security import Authorize
+from aioqueue.web._hub import Hub
+from aioqueue.web._security import Authorize
 
 __all__ = ["Dashboard", "QueueView"]
 

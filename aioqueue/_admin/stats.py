@@ -21,13 +21,13 @@ import msgspec
 from cronsim import CronSim, CronSimError
 from redis.exceptions import ResponseError
 
+from aioqueue._admin.pages import as_int, decoded
+from aioqueue._protocol.envelope import decode_envelope
+from aioqueue._protocol.keys import MINUTE_MS, QueueKeys
+from aioqueue._redis.errors import refusal
 from aioqueue.admin import Admin
-from aioqueue.admin_pages import as_int, decoded
-from aioqueue.connection import refusal
 from aioqueue.cron import _zone
 from aioqueue.errors import ConfigurationError
-from aioqueue.job import decode_envelope
-from aioqueue.keys import MINUTE_MS, QueueKeys
 
 __all__ = ["CronEntry", "Minute", "WorkerRow", "crons", "history", "latency_ms", "workers"]
 
