@@ -346,3 +346,14 @@ def test_dashboard_command_serves_the_app(redis_url: str) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_a_state_key_holding_garbage_is_named_not_an_error(
+    client: httpx.AsyncClient, queue: Queue, queue_name: str
+) -> None:
+    await queue.redis.set(QueueKeys(queue_name).dead, "planted")
+    page = await client.get("/queue", params={"name": queue_name, "state": "dead"})
+    assert page.status_code == 200 and 'id="page-problem"' in page.text
+    listed = (await client.get("/api/jobs", params={"queue": queue_name, "state": "dead"})).json()
+    assert listed["rows"] == [] and "another type" in listed["problem"]
+    assert (await client.get("/")).status_code == 200

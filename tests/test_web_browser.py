@@ -222,6 +222,8 @@ async def test_under_a_prefix_every_link_and_the_event_stream_work(
             # forms and the event stream are used below and in the other tests
             if target in checked or target in forms or urlsplit(target).path == "/prefix/events":
                 continue
+            if ("name=" in target or "queue=" in target) and queue_name not in target:
+                continue  # another test's queue (some hold garbage on purpose)
             checked.add(target)
             answer = await page.request.get(site + target)
             assert answer.status == 200, target

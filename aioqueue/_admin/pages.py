@@ -90,6 +90,11 @@ class Page:
     query: str = ""
     searched: int = 0
     exact: list[JobRow] = field(default_factory=list)
+    problem: str | None = None  # the state's key holds garbage: nothing to page
+
+
+class _Garbage(Exception):
+    """The key a page reads holds something else (its set-aside is for a worker)."""
 
 
 def decode_args(payload: bytes | None, serializer: Serializer) -> tuple[str | None, str, str]:
@@ -162,6 +167,12 @@ async def rows(
     ]
 
 
+def _refused(reply: ResponseError, key: str) -> Exception:
+    if str(reply).startswith("WRONGTYPE"):
+        return _Garbage(f"{key} holds a value of another type: {reply}")
+    return refusal(reply, f"reading {key}")
+
+
 def _cursor(score: float | None, job_id: str) -> str:
     return f"{'' if score is None else repr(float(score))}:{job_id}"
 
@@ -198,7 +209,7 @@ async def _zset_ids(
         replies = await pipe.execute(raise_on_error=False)
     for reply in replies:
         if isinstance(reply, ResponseError):
-            raise refusal(reply, f"reading {key}")
+            raise _refused(reply, key)
     total = int(replies[0])
     start = 0
     if after is not None:
@@ -228,7 +239,7 @@ async def _ready_ids(
         total_raw, found = await pipe.execute(raise_on_error=False)
     for reply in (total_raw, found):
         if isinstance(reply, ResponseError):
-            raise refusal(reply, f"reading {key}")
+            raise _refused(reply, key)
     entries: list[tuple[str, float | None]] = [(decoded(member), None) for member in found]
     more = len(entries) > limit
     return entries[:limit], (str(start + limit) if more else None), int(total_raw)
@@ -246,7 +257,7 @@ async def _completed_ids(
         try:
             found: Any = await admin.redis.xrevrange(key, end, "-", count=STREAM_READ)
         except ResponseError as exc:
-            raise refusal(exc, f"reading {key}") from None
+            raise _refused(exc, key) from None
         for stream_id, fields in found:
             end = f"({decoded(stream_id)}"
             if fields.get(b"event") != b"completed":
@@ -277,15 +288,18 @@ async def page(
     limit = max(1, min(limit, most))
     keys = QueueKeys(queue)
     total: int | None = None
-    if state == "completed":
-        entries, next_cursor = await _completed_ids(admin, queue, cursor, limit)
-    elif state == "ready":
-        entries, next_cursor, total = await _ready_ids(admin, keys.ready, cursor, limit)
-    else:
-        key = {"scheduled": keys.sched, "active": keys.active, "dead": keys.dead}[state]
-        entries, next_cursor, total = await _zset_ids(
-            admin, key, cursor, limit, newest_first=state == "dead"
-        )
+    try:
+        if state == "completed":
+            entries, next_cursor = await _completed_ids(admin, queue, cursor, limit)
+        elif state == "ready":
+            entries, next_cursor, total = await _ready_ids(admin, keys.ready, cursor, limit)
+        else:
+            key = {"scheduled": keys.sched, "active": keys.active, "dead": keys.dead}[state]
+            entries, next_cursor, total = await _zset_ids(
+                admin, key, cursor, limit, newest_first=state == "dead"
+            )
+    except _Garbage as exc:  # a worker sets the key aside when it meets it
+        return Page(queue, state, [], None, None, problem=str(exc))
     return Page(queue, state, await rows(admin, queue, entries, serializer), next_cursor, total)
 
 
