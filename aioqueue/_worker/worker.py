@@ -136,6 +136,7 @@ class Worker(SettingsView):
         cron: the recurring jobs.
         state: what startup hooks shared with the tasks (``current_job().state``).
         jobs_done: jobs finished since it started.
+        started_at: when ``run()`` began (wall clock, seconds): the dashboard's uptime.
         redis_errors: error replies from Redis its loops logged and backed off from.
         serializer: the ``Serializer`` in use.
         on_startup: the startup hooks.

@@ -63,14 +63,27 @@ def create_app(
     """The dashboard: mount it (``app.mount("/queues", create_app(url))``) or serve it
     (``aioqueue dashboard``).
 
-    read_only: no buttons; every write endpoint answers 405.
-    authorize: ``authorize(request, action) -> bool`` (or an awaitable of one), asked
-    before every endpoint with action ``read``, ``retry``, ``abort`` or ``delete``;
-    False answers 403.
-    serializer: how the jobs' arguments and results are shown (the producers' one).
-    queues: the queues shown; None finds them (a bounded SCAN, see ``Admin.discover``).
-    result_ttl: how long the record of a job aborted here is kept (seconds, as
-    ``Queue(result_ttl=...)``).
+    Args:
+        redis_url: the Redis to show; None: ``AIOQUEUE_REDIS_URL``, else
+            ``redis://localhost:6379/0``.
+        read_only: no buttons; every write endpoint answers 405.
+        authorize: ``authorize(request, action) -> bool`` (or an awaitable of one),
+            asked before every endpoint with action ``read``, ``retry``, ``abort`` or
+            ``delete``; anything but True answers 403.
+        serializer: how the jobs' arguments and results are decoded to be shown (the
+            producers' serializer).
+        queues: the queues shown; None finds them (a bounded SCAN, see
+            ``Admin.discover``).
+        result_ttl: how long the record of a job aborted here is kept (seconds, as
+            ``Queue(result_ttl=...)``).
+
+    Returns:
+        A Starlette app: pages at ``/``, the JSON API under ``/api``, the event
+        stream at ``/events``, relative to wherever it is mounted.
+
+    Raises:
+        ConfigurationError: a queue name in ``queues`` is invalid, or the serializer
+            is unknown.
     """
     dashboard = Dashboard(
         redis_url or default_url(),
