@@ -10,8 +10,16 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from aioqueue._protocol import garbage
-from aioqueue._worker import cron_runner as scheduler
-from aioqueue._worker import executor, worker
+from aioqueue._worker import (
+    cron_runner,
+    executor,
+    fetch,
+    liveness,
+    outcomes,
+    runtime,
+    stats,
+    worker,
+)
 
 KINDS = ("string", "list", "hash", "set", "zset")
 
@@ -53,7 +61,18 @@ async def raw(redis: Redis, key: bytes | str) -> tuple[str, Any]:
 @contextmanager
 def captured_logs() -> Iterator[list[dict[str, Any]]]:
     """Log events of this process while the block runs."""
-    for module in (worker, executor, garbage, scheduler):
+    # every module whose log lines the garbage tests read
+    for module in (
+        worker,
+        runtime,
+        fetch,
+        liveness,
+        outcomes,
+        stats,
+        executor,
+        garbage,
+        cron_runner,
+    ):
         # an in-process CLI run (cache_logger_on_first_use) may have pinned an old set-up
         module.log.__dict__.pop("bind", None)  # type: ignore[attr-defined]
     with capture_logs() as logs:

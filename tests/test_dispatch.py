@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from aioqueue import Queue, QueueFull, Worker, task
 from aioqueue._protocol.functions import Claimed
 from aioqueue._protocol.keys import QueueKeys
-from aioqueue._worker import worker as worker_module
+from aioqueue._worker import fetch
 from aioqueue.admin import Admin
 from tests import tasks
 from tests.conftest import running
@@ -130,7 +130,7 @@ async def test_one_worker_holds_one_cpu_job_and_io_jobs_pass_it(
     queue: Queue, redis_url: str, queue_name: str, gates: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # an idle worker looks at its queues only when woken: a missed wake-up hangs the test
-    monkeypatch.setattr(worker_module, "IDLE_WAIT", 3600.0)
+    monkeypatch.setattr(fetch, "IDLE_WAIT", 3600.0)
     keys = QueueKeys(queue_name)
     worker = Worker([tasks.gated, tasks.add], redis_url=redis_url, queues=[queue_name])
     async with running(worker):

@@ -433,7 +433,7 @@ async def test_a_worker_handed_its_own_job_again_keeps_both_deliveries_apart(
             reaper.join(30)
         assert await (await queue.enqueue(tasks.add, 1, 1)).result(timeout=5) == 2
         with anyio.fail_after(10):
-            while worker._running:
+            while len(worker._run.deliveries):
                 await anyio.sleep(0.01)  # the first delivery ends after the second
     info = await job.info()
     assert (info.status, info.attempts) == (JobStatus.COMPLETE, 2)
@@ -507,7 +507,8 @@ async def test_a_busy_redis_delays_outcomes_and_sets_none_aside(queue_name: str)
             assert await job.result(timeout=20) == "finished"
         assert worker.outcomes_refused == 0
         assert await queue.redis.zcard(QueueKeys(queue_name).garbage) == 0
-        assert worker._waker._can_unblock  # BUSY is "not now": precise wake-ups stay on
+        # BUSY is "not now": precise wake-ups stay on
+        assert worker._run.fetcher.waker._can_unblock
 
 
 async def test_without_client_unblock_delayed_jobs_still_run(queue_name: str) -> None:
@@ -518,7 +519,9 @@ async def test_without_client_unblock_delayed_jobs_still_run(queue_name: str) ->
         async with Queue(url, name=queue_name) as queue, running(worker):
             job = await queue.enqueue(tasks.add.options(delay=0.2), 1, 2)
             assert await job.result(timeout=10) == 3
-        assert not worker._waker._can_unblock  # NOPERM is "never": it falls back for good
+        assert (
+            not worker._run.fetcher.waker._can_unblock
+        )  # NOPERM is "never": it falls back for good
 
 
 # -- 6: heartbeats keep their schedule through a Redis stall ---------------------------------

@@ -74,6 +74,6 @@ async def test_lost_lease_stops_the_job_in_the_stale_worker(
         assert claimed == []  # it is active, not claimable...
         await queue.redis.hset(QueueKeys(queue_name).job(job.id), "k", "other-token")
         with anyio.fail_after(10):
-            while job.id in {r.job.id for r in worker._running.values()}:
+            while job.id in {r.job.id for r in worker._run.deliveries}:
                 await anyio.sleep(0.01)  # the heartbeat sees the token change and stops the job
     assert await job.status() is JobStatus.ACTIVE  # its outcome was not written: not ours anymore

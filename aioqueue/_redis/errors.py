@@ -41,18 +41,27 @@ UNAVAILABLE = (
 )
 
 
+def where(url: str | None) -> str:
+    """How errors and logs name a Redis: by its URL, password hidden, when known."""
+    return "Redis" if url is None else f"Redis at {redact(url)}"
+
+
+def no_answer(what: str, seconds: float | None = None) -> RedisUnavailable:
+    """The error for a deadline that passed (the one wording: ``_redis.retry.deadline``)."""
+    within = f" within {seconds:g}s" if seconds is not None else " in time"
+    return RedisUnavailable(f"{what} did not answer{within}")
+
+
 def unavailable(
     url: str | None, exc: BaseException, timeout: float | None = None
 ) -> RedisUnavailable:
     """The error for a connection failure, or for a deadline (``timeout``) that passed."""
     if isinstance(exc, RedisUnavailable):
         return exc
-    where = "Redis" if url is None else f"Redis at {redact(url)}"
     # a deadline (anyio's, asyncio's) is a TimeoutError, an OSError without a message
     if isinstance(exc, TimeoutError) and not str(exc):
-        within = f" within {timeout:g}s" if timeout is not None else " in time"
-        return RedisUnavailable(f"{where} did not answer{within}")
-    return RedisUnavailable(f"{where} is unavailable: {str(exc) or type(exc).__name__}")
+        return no_answer(where(url), timeout)
+    return RedisUnavailable(f"{where(url)} is unavailable: {str(exc) or type(exc).__name__}")
 
 
 def refusal(exc: ResponseError, what: str = "") -> AioqueueError:

@@ -1,5 +1,11 @@
 """Writes the outcomes of finished deliveries: one ``finish`` call per queue and batch.
 
+Outcomes wait in a list while a call is in flight; outcomes of jobs that end
+in the same pass of the event loop join one batch. While Redis is away the
+list waits and the writer backs off, never dropping one (at a stop it is given
+a last deadline, then what is left is logged: those jobs go back to others when
+their leases end).
+
 One outcome Redis refuses must not hold back the others. Redis does not roll
 a Function back, so a ``finish`` that fails on its k-th item has written the
 ones before it and none after. When a batch fails with an error reply, its
@@ -19,12 +25,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.lowlevel
 import structlog
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from aioqueue._protocol.functions import Scripts
 from aioqueue._redis.errors import UNAVAILABLE
+from aioqueue._redis.retry import Backoff
 from aioqueue._worker.failures import LOG_CHARS, cut, describe
+from aioqueue._worker.stats import WorkerStats
 from aioqueue.errors import RedisUnavailable
 
 if TYPE_CHECKING:
@@ -36,6 +46,11 @@ log = structlog.get_logger("aioqueue.worker")
 
 Pending = tuple["Running", "Outcome"]
 Wire = tuple[str, str, str, bytes, int, int]
+
+# outcomes written per finish call: a few ms of Redis time at most, however
+# many piled up while Redis was slow or away (one unbounded call would stall it)
+FINISH_BATCH = 256
+RETRY_FIRST, RETRY_MOST = 0.05, 2.0  # seconds between tries of a batch while Redis is away
 
 # error replies that refuse any call for a while, whatever its arguments
 _NOT_NOW = {"BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN"}
@@ -55,12 +70,52 @@ def _not_now(exc: BaseException) -> bool:
 
 
 class OutcomeWriter:
-    """``write`` raises only when Redis is unavailable: then nothing of the batch
+    """``add`` queues an outcome; ``run`` is the loop that writes them.
+
+    ``write`` raises only when Redis is unavailable: then nothing of the batch
     needs writing again that it did write (stale items are refused by token)."""
 
-    def __init__(self, scripts: Scripts) -> None:
+    def __init__(self, scripts: Scripts, stats: WorkerStats) -> None:
         self.scripts = scripts
-        self.refused = 0  # outcomes Redis refused on their own (their jobs set aside)
+        self.stats = stats
+        self.pending: list[Pending] = []
+        self._ready = anyio.Event()
+        self._lock = anyio.Lock()
+
+    def add(self, running: Running, outcome: Outcome) -> None:
+        self.pending.append((running, outcome))
+        self._ready.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready = anyio.Event()
+            # jobs that end in this same pass of the event loop join the batch
+            await anyio.lowlevel.checkpoint()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Writes every pending outcome; retries while Redis is away."""
+        async with self._lock:
+            backoff = Backoff(RETRY_FIRST, RETRY_MOST)
+            while self.pending:
+                batch = self.pending[:FINISH_BATCH]
+                del self.pending[:FINISH_BATCH]
+                try:
+                    await self.write(batch)
+                    backoff.reset()
+                except (*UNAVAILABLE, ResponseError) as exc:
+                    self.pending[:0] = batch
+                    retry_in = backoff.delay
+                    self.stats.loop_failed("finish", exc, retry_in, pending=len(self.pending))
+                    await backoff.wait()
+
+    async def flush_remaining(self, within: float) -> None:
+        """The last flush of a run: shielded from its cancellation, ``within`` seconds."""
+        with anyio.move_on_after(within, shield=True) as scope:
+            await self.flush()
+        if scope.cancelled_caught:
+            log.error("worker.outcomes_unwritten", pending=len(self.pending))
 
     async def write(self, batch: Sequence[Pending]) -> None:
         by_queue: dict[str, list[Pending]] = {}
@@ -108,7 +163,7 @@ class OutcomeWriter:
             except UNAVAILABLE:
                 raise
             except Exception as exc:
-                self.refused += 1
+                self.stats.outcomes_refused += 1
                 reason = f"Redis refused its {outcome.kind} outcome: {describe(exc)}"
                 log.error(
                     "job.outcome_refused",
