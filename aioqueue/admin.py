@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-import anyio
 import msgspec
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoPermissionError, ResponseError
@@ -52,7 +51,8 @@ from aioqueue._protocol.functions import Scripts
 from aioqueue._protocol.keys import THROUGHPUT_BUCKET_MS, QueueKeys, check_queue_name
 from aioqueue._redis.cluster import initialize
 from aioqueue._redis.connect import RedisClient, connect_any
-from aioqueue._redis.errors import mapped_errors, refusal
+from aioqueue._redis.errors import mapped_errors, refusal, where
+from aioqueue._redis.retry import deadline
 from aioqueue.errors import AioqueueError, ConfigurationError
 
 __all__ = ["Admin", "DeadJob", "QueueInfo", "WorkerInfo"]
@@ -384,7 +384,7 @@ class Admin:
             yield page
 
     async def _bounded(self, call: Awaitable[T], what: str) -> T:
-        with mapped_errors(self.url, self.timeout), anyio.fail_after(self.timeout):
+        with mapped_errors(self.url), deadline(self.timeout, where(self.url)):
             try:
                 return await call
             except ResponseError as exc:

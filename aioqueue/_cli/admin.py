@@ -24,7 +24,8 @@ from aioqueue._cli.output import No, echo, emit_json, jsonable, problems_found, 
 from aioqueue._cli.target import load_target, load_worker
 from aioqueue._client.queue import Queue
 from aioqueue._redis.connect import connect_any
-from aioqueue._redis.errors import mapped_errors, redact
+from aioqueue._redis.errors import mapped_errors, redact, where
+from aioqueue._redis.retry import deadline
 from aioqueue._text import printable
 from aioqueue.admin import Admin, QueueInfo, WorkerInfo, set_aside_record
 from aioqueue.cron import CronInfo, schedule_status, schedule_table
@@ -380,8 +381,7 @@ def _cron_table(worker: Worker, url: str) -> tuple[list[CronInfo], str | None]:
     """The schedule with the last ticks from Redis, or without them and why not."""
 
     async def main() -> list[CronInfo]:
-        # the deadline outside the mapping: its TimeoutError says more than "unavailable"
-        with anyio.fail_after(CRON_TIMEOUT), mapped_errors(url):
+        with mapped_errors(url), deadline(CRON_TIMEOUT, where(url)):
             redis = connect_any(url, connect_timeout=CRON_TIMEOUT)
             try:
                 return await schedule_status(worker, redis)
@@ -390,8 +390,6 @@ def _cron_table(worker: Worker, url: str) -> tuple[list[CronInfo], str | None]:
 
     try:
         return anyio.run(main), None
-    except TimeoutError:
-        error = f"Redis at {redact(url)} did not answer within {CRON_TIMEOUT:g}s"
     except RedisUnavailable as exc:
         error = str(exc)
     except AioqueueError as exc:  # an ACL refusing TIME or HGET, a garbage key

@@ -10,7 +10,8 @@ import anyio
 import click
 
 from aioqueue._redis.connect import DEFAULT_URL
-from aioqueue._redis.errors import mapped_errors
+from aioqueue._redis.errors import mapped_errors, where
+from aioqueue._redis.retry import deadline
 from aioqueue.admin import Admin
 
 __all__ = ["discover", "json_option", "redis_option", "timeout_option", "with_admin"]
@@ -52,9 +53,10 @@ def with_admin(
     or each of its calls within ``timeout`` (a bulk action of any size)."""
 
     async def main() -> T:
+        redis = where(url)
         with mapped_errors(url, timeout):
-            with anyio.fail_after(timeout) if bounded else contextlib.nullcontext():
-                with anyio.fail_after(timeout):
+            with deadline(timeout, redis) if bounded else contextlib.nullcontext():
+                with deadline(timeout, redis):
                     admin = await Admin(url, timeout=timeout).__aenter__()
                 try:
                     return await fn(admin)

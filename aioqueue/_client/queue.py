@@ -32,6 +32,7 @@ from aioqueue._protocol.keys import check_job_id, check_queue_name
 from aioqueue._redis.cluster import ClusterClient
 from aioqueue._redis.connect import RedisClient, connect_any, default_url
 from aioqueue._redis.errors import UNAVAILABLE, mapped_errors, refusal, unavailable
+from aioqueue._redis.retry import Backoff, deadline
 from aioqueue.errors import (
     AioqueueError,
     ConfigurationError,
@@ -39,7 +40,6 @@ from aioqueue.errors import (
     PayloadTooLarge,
     QueueClosed,
     QueueFull,
-    RedisUnavailable,
 )
 from aioqueue.serializers import Serializer, get_serializer
 from aioqueue.task import DEFAULT_QUEUE, DEFAULT_RESULT_TTL, Call, Task, task_ref
@@ -55,6 +55,7 @@ _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 # every 10-bit value as its two base32 characters: an id is 8 lookups, where
 # base64.b32encode (pure Python) took half the time of encoding a whole job
 _PAIRS = [a + b for a in _B32 for b in _B32]
+FULL_FIRST, FULL_MOST = 0.005, 0.5  # seconds between tries of an enqueue into a full queue
 
 
 def new_job_id() -> str:
@@ -208,11 +209,8 @@ class Queue:
             )
             # first on the way out: pending awaits end before the connections do
             stack.push_async_callback(waiter.close)
-            with mapped_errors(self.url), anyio.fail_after(self.timeout):
+            with mapped_errors(self.url), deadline(self.timeout):
                 await tg.start(waiter.run)
-        except TimeoutError:
-            await stack.aclose()
-            raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
         except BaseException:
             await stack.aclose()
             raise
@@ -232,12 +230,8 @@ class Queue:
 
     async def read(self, call: Callable[[RedisClient], Awaitable[T]]) -> T:
         """One plain Redis read, bounded by ``timeout`` like every call the client makes."""
-        with mapped_errors(self.url):
-            try:
-                with anyio.fail_after(self.timeout):
-                    return await call(self.redis)
-            except TimeoutError:
-                raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
+        with mapped_errors(self.url), deadline(self.timeout):
+            return await call(self.redis)
 
     async def command(self, *args: Any) -> Any:
         """One plain command on the Queue's shared connections (``Job.info``, ``status``)."""
@@ -255,11 +249,8 @@ class Queue:
     async def _prepare(self, queue: str) -> None:
         """Once per queue, before its first enqueue: results of its jobs can reach us."""
         if self._waiter is not None:
-            try:
-                with anyio.fail_after(self.timeout):
-                    await self._waiter.prepare(queue)
-            except TimeoutError:
-                raise RedisUnavailable(f"Redis did not answer within {self.timeout}s") from None
+            with deadline(self.timeout):
+                await self._waiter.prepare(queue)
             self._prepared.add(queue)
 
     @property
@@ -305,7 +296,7 @@ class Queue:
                     queue, batch, self.max_length, replicated=self._replicated, fresh_ids=fresh
                 )
             # backpressure: wait for room, with backoff, until the client's timeout
-            delay = 0.005
+            backoff = Backoff(FULL_FIRST, FULL_MOST)
             with anyio.move_on_after(self.timeout):
                 while True:
                     try:
@@ -313,8 +304,7 @@ class Queue:
                             queue, batch, self.max_length, replicated=self._replicated
                         )
                     except QueueFull:
-                        await anyio.sleep(delay)
-                        delay = min(delay * 2, 0.5)
+                        await backoff.wait()
             raise QueueFull(f"queue {queue!r} stayed full for {self.timeout}s")
         except AioqueueError:
             raise

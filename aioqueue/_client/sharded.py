@@ -36,6 +36,7 @@ from aioqueue._client.waiter import ResultWaiter
 from aioqueue._protocol.keys import shard_client_channel
 from aioqueue._redis.cluster import ClusterClient
 from aioqueue._redis.errors import UNAVAILABLE
+from aioqueue._redis.retry import Backoff
 
 __all__ = ["ShardedResultWaiter"]
 
@@ -111,7 +112,7 @@ class ShardedResultWaiter(ResultWaiter):
         """A node's subscriber lost its connection: a channel whose slot another
         node now owns (a failover) follows it; the rest wait for the reconnect.
         A subscriber left with no channel is closed."""
-        delay = 0.1
+        backoff = Backoff(0.1, 1.0)
         while not self._closed:
             sub = self._nodes.get(name)
             channels = [c for c, where in self._where.items() if where == name]
@@ -129,9 +130,9 @@ class ShardedResultWaiter(ResultWaiter):
                         sub.forget(channel)
                         self._moved(channel)
             except UNAVAILABLE as exc:
-                log.warning("results.disconnected", node=name, error=str(exc), retry_in=delay)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+                retry_in = backoff.delay
+                log.warning("results.disconnected", node=name, error=str(exc), retry_in=retry_in)
+            await backoff.wait()
 
     async def prepare(self, queue: str) -> None:
         """Subscribes before the first job of ``queue`` is enqueued, as a single-Redis
@@ -156,14 +157,15 @@ class ShardedResultWaiter(ResultWaiter):
             self._tg.start_soon(self._follow, queue)
 
     async def _follow(self, queue: str) -> None:
-        delay = 0.05
+        backoff = Backoff(0.05, 1.0)
         while not self._closed:
             try:
                 await self._ready(queue)
             except UNAVAILABLE as exc:
-                log.warning("results.disconnected", queue=queue, error=str(exc), retry_in=delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                log.warning(
+                    "results.disconnected", queue=queue, error=str(exc), retry_in=backoff.delay
+                )
+                await backoff.wait()
                 continue
             await self._rewatch(queue, self._generation)
             return

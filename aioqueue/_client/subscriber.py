@@ -17,7 +17,6 @@ channels on one cluster node (``SSUBSCRIBE``, one command per slot).
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +29,7 @@ from redis.exceptions import AskError, MovedError, ResponseError
 
 from aioqueue._redis.errors import UNAVAILABLE
 from aioqueue._redis.link import Link, open_link, pack
+from aioqueue._redis.retry import Backoff
 
 __all__ = ["Subscriber"]
 
@@ -184,7 +184,7 @@ class Subscriber:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Keeps the subscriptions up until cancelled; ready after the first subscribe."""
-        delay = RECONNECT_BASE
+        backoff = Backoff(RECONNECT_BASE, RECONNECT_CAP, jitter=True)
         first = True
         failing = False
         while True:
@@ -195,14 +195,13 @@ class Subscriber:
                 if not failing:
                     log.warning("results.disconnected", where=self._label, error=str(exc))
                     failing = True
-                await anyio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, RECONNECT_CAP)
+                await backoff.wait()
                 continue
             self.connections += 1
             self._link = link
             try:
                 if await self._subscribe_all(link):
-                    delay = RECONNECT_BASE
+                    backoff.reset()
                     if failing or not first:
                         log.info("results.resubscribed", where=self._label)
                     failing = False

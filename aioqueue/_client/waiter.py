@@ -33,6 +33,7 @@ from aioqueue._client.subscriber import Subscriber
 from aioqueue._protocol.keys import client_channel
 from aioqueue._redis.connect import RedisClient
 from aioqueue._redis.errors import UNAVAILABLE
+from aioqueue._redis.retry import Backoff
 from aioqueue.errors import QueueClosed, ResultTimeout
 
 __all__ = ["FINAL", "ResultWaiter"]
@@ -41,7 +42,7 @@ log = structlog.get_logger("aioqueue.results")
 
 FINAL = frozenset({"complete", "failed", "aborted", "missing"})
 BATCH = 500  # ids per watch or unwatch call when many go at once
-RETRY_CAP = 1.0
+RETRY_FIRST, RETRY_CAP = 0.05, 1.0
 
 
 class _Slot:
@@ -195,7 +196,7 @@ class ResultWaiter:
         """Registers for the job's end, or learns that it ended; tries again while
         Redis is unavailable (the caller's timeout bounds it)."""
         queue, job_id = key
-        delay = 0.05
+        backoff = Backoff(RETRY_FIRST, RETRY_CAP)
         while not slot.future.done():
             try:
                 if not self._subscribed.is_set():
@@ -206,9 +207,10 @@ class ResultWaiter:
                     continue
                 status, blob = await self._queue.scripts.watch(queue, job_id, self.client_id)
             except UNAVAILABLE as exc:
-                log.warning("results.watch_retry", job_id=job_id, error=str(exc), retry_in=delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP)
+                log.warning(
+                    "results.watch_retry", job_id=job_id, error=str(exc), retry_in=backoff.delay
+                )
+                await backoff.wait()
                 continue
             if status in FINAL:
                 slot.set(status, blob)
@@ -246,14 +248,13 @@ class ResultWaiter:
     async def _retrying(
         self, call: Callable[[], Awaitable[list[tuple[str, bytes]]]], generation: int
     ) -> list[tuple[str, bytes]] | None:
-        delay = 0.05
+        backoff = Backoff(RETRY_FIRST, RETRY_CAP)
         while not self._closed and generation == self._generation:
             try:
                 return await call()
             except UNAVAILABLE as exc:
-                log.warning("results.rewatch_retry", error=str(exc), retry_in=delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP)
+                log.warning("results.rewatch_retry", error=str(exc), retry_in=backoff.delay)
+                await backoff.wait()
         return None
 
     # -- unregistering ------------------------------------------------------------------

@@ -32,6 +32,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError, SlotNotCoveredError
 
 from aioqueue._redis.errors import UNAVAILABLE
+from aioqueue._redis.retry import Backoff, deadline
 from aioqueue._redis.urls import split_multi_host
 from aioqueue.errors import ConfigurationError, RedisUnavailable
 
@@ -213,21 +214,20 @@ class ClusterWaker:
                 tg.start_soon(self._watch, source)
 
     async def _watch(self, source: Callable[[], list[str]]) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
             await self._idle.wait()
             keys = source()
             try:
                 # a stalled link must not wedge the task: BLPOP's own timeout plus slack
-                with anyio.fail_after(self._block + 10):
+                with deadline(self._block + 10):
                     got = await self._cluster.blpop(keys, timeout=self._block)
-                backoff = 0.1
-            except (TimeoutError, *UNAVAILABLE, ResponseError) as exc:  # ResponseError: planted key
+                backoff.reset()
+            except (*UNAVAILABLE, ResponseError) as exc:  # ResponseError: a planted key
                 log.warning(
-                    "worker.wake_wait_failed", key=keys[0], error=str(exc), retry_in=backoff
+                    "worker.wake_wait_failed", key=keys[0], error=str(exc), retry_in=backoff.delay
                 )
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await backoff.wait()
                 continue
             if got is not None:
                 self._woken = True

@@ -42,6 +42,7 @@ from aioqueue._protocol.keys import QueueKeys
 from aioqueue._redis.connect import RedisClient
 from aioqueue._redis.errors import UNAVAILABLE
 from aioqueue._redis.lane import closed_transport
+from aioqueue._redis.retry import Backoff
 from aioqueue.cron import CronJob
 from aioqueue.errors import RedisOutOfMemory
 from aioqueue.serializers import Serializer
@@ -268,7 +269,7 @@ class CronRunner:
     ) -> None:
         started = False
         tick: int | None = None
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
             try:
                 if tick is None:
@@ -284,7 +285,7 @@ class CronRunner:
                     await anyio.sleep(ms / 1000)
                     continue
                 tick = self._following(entry, tick, ms)
-                backoff = 0.1
+                backoff.reset()
             except RedisOutOfMemory:
                 # new work is refused; running jobs go on finishing. This tick is lost:
                 # firing it late, once memory is back, would run it at a time nobody chose
@@ -294,12 +295,11 @@ class CronRunner:
                     tick = self._following(entry, tick, self.clock.now_ms())
             except Exception as exc:  # Redis away, an error reply: logged, backed off, never fatal
                 event = "cron.redis_unavailable" if isinstance(exc, UNAVAILABLE) else "cron.failed"
-                log.warning(event, cron=entry.name, error=str(exc), retry_in=backoff)
+                log.warning(event, cron=entry.name, error=str(exc), retry_in=backoff.delay)
                 if not started:
                     task_status.started()
                     started = True
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await backoff.wait()
 
     async def _first_tick(self, entry: CronJob) -> int:
         now = await self.clock.sync(self.scripts.redis)

@@ -32,6 +32,7 @@ import structlog
 from aioqueue._protocol.keys import QueueKeys
 from aioqueue._redis.connect import RedisClient
 from aioqueue._redis.errors import UNAVAILABLE
+from aioqueue._redis.retry import Backoff, deadline
 from aioqueue._worker.executor import Running
 from aioqueue._worker.settings import WorkerSettings
 from aioqueue.task import Task
@@ -43,6 +44,7 @@ log = structlog.get_logger("aioqueue.worker")
 PREFETCH_JOB_TIME = 0.02  # mean I/O-bound job seconds under which a worker prefetches
 MEAN_WINDOW = 64  # jobs over which the mean job time moves
 NUDGE_TTL_MS = 60_000  # a nudge token left by a worker that died expires
+NUDGE_WITHIN = 10.0
 
 
 class Dispatch:
@@ -141,21 +143,20 @@ class Dispatch:
 
     async def nudge_loop(self, redis: RedisClient, nudge: str) -> None:
         """Pushes the worker's own wake token when a CPU slot frees while it blocks full."""
-        backoff = 0.05
+        backoff = Backoff(0.05, 2.0)
         while True:
             await self._cpu_freed.wait()
             self._cpu_freed = anyio.Event()
             if not self.blocked_full:
                 continue  # the fetcher is awake already: it sees the free slot
             try:
-                with anyio.fail_after(10):
+                with deadline(NUDGE_WITHIN):
                     async with redis.pipeline(transaction=False) as pipe:
                         pipe.rpush(nudge, 1)
                         pipe.pexpire(nudge, NUDGE_TTL_MS)
                         await pipe.execute()
-                backoff = 0.05
-            except (TimeoutError, *UNAVAILABLE) as exc:
-                log.warning("worker.nudge_failed", error=str(exc), retry_in=backoff)
+                backoff.reset()
+            except UNAVAILABLE as exc:
+                log.warning("worker.nudge_failed", error=str(exc), retry_in=backoff.delay)
                 self._cpu_freed.set()  # try again: the fetcher still waits for it
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await backoff.wait()

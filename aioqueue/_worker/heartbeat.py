@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import structlog
 
-from aioqueue.errors import RedisUnavailable
+from aioqueue._redis.retry import Backoff, deadline
 
 __all__ = ["on_schedule"]
 
@@ -38,9 +38,9 @@ async def on_schedule(
     """Runs ``beat`` every ``interval`` seconds for ever. A failure is handed to
     ``failed`` (with the seconds until the retry), never raised: a beat that got no
     answer in time as ``RedisUnavailable``."""
-    deadline = max(interval, SHORTEST_DEADLINE)
-    backoff = RETRY_FIRST
-    failures = 0
+    within = max(interval, SHORTEST_DEADLINE)
+    # retries never wait longer than an interval: the next beat is due by then anyway
+    backoff = Backoff(RETRY_FIRST, min(interval, RETRY_MOST))
     due = anyio.current_time()
     while True:
         wait = due - anyio.current_time()
@@ -48,18 +48,13 @@ async def on_schedule(
             await anyio.sleep(wait)
         started = anyio.current_time()
         try:
-            with anyio.fail_after(deadline):
+            with deadline(within):
                 await beat()
         except Exception as exc:  # Redis away or stalled, an error reply: the loop goes on
-            if isinstance(exc, TimeoutError):
-                exc = RedisUnavailable(f"no answer to a heartbeat within {deadline}s")
-            failures += 1
-            failed(exc, backoff)
-            due = anyio.current_time() + backoff
-            backoff = min(backoff * 2, interval, RETRY_MOST)
+            failed(exc, backoff.delay)
+            due = anyio.current_time() + next(backoff)
             continue
-        if failures:
-            log.info("worker.heartbeat_recovered", failures=failures)
-        failures = 0
-        backoff = RETRY_FIRST
+        if backoff.failures:
+            log.info("worker.heartbeat_recovered", failures=backoff.failures)
+        backoff.reset()
         due = started + interval

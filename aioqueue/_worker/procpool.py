@@ -37,6 +37,7 @@ import structlog
 from anyio.abc import UNIXSocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from aioqueue._redis.retry import Backoff
 from aioqueue._worker.poolchild import error_from_record, frame, resolve_name
 from aioqueue.errors import ConfigurationError, PoolProcessLost
 from aioqueue.serializers import Serializer, name_of
@@ -292,14 +293,13 @@ class ProcessPool:
 
     async def _refill(self, old: _Child, why: str) -> None:
         await old.link.stream.aclose()
-        backoff = 0.05
+        backoff = Backoff(0.05, 5.0)
         while not self._closing:
             try:
                 new = await self._fork()
             except _LINK_LOST as exc:
-                log.error("pool.fork_failed", error=str(exc), retry_in=backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.error("pool.fork_failed", error=str(exc), retry_in=backoff.delay)
+                await backoff.wait()
                 continue
             log.info("pool.process_replaced", old_pid=old.pid, pid=new.pid, reason=why)
             self._add(new)
