@@ -23,7 +23,8 @@ reads keys of two queues in one command.
 
 Garbage never stops a listing: a key of the wrong type or a value that does
 not parse reads as unknown (None, '?') and is named in ``problems`` (per
-queue) or ``problem`` (per dead job), and the rest is shown.
+queue) or ``problem`` (per dead job), and the rest is shown (the records and
+their readers: ``aioqueue._admin.records``).
 
 Bulk actions (``requeue``/``purge`` of every dead job) act on the jobs dead
 when they start, once each: they work in pages of ``PAGE`` ids through the
@@ -36,24 +37,30 @@ jobs there are.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-import msgspec
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import ResponseError
 
-from aioqueue._protocol.envelope import decode_envelope, decode_error
+from aioqueue._admin.records import (
+    DeadJob,
+    QueueInfo,
+    Reader,
+    WorkerInfo,
+    counters,
+    dead_job,
+    queue_names,
+    worker_info,
+)
 from aioqueue._protocol.functions import Scripts
-from aioqueue._protocol.keys import THROUGHPUT_BUCKET_MS, QueueKeys, check_queue_name
+from aioqueue._protocol.keys import THROUGHPUT_BUCKET_MS, QueueKeys
 from aioqueue._redis.cluster import initialize
 from aioqueue._redis.connect import RedisClient, connect_any
 from aioqueue._redis.errors import mapped_errors, refusal, where
 from aioqueue._redis.retry import deadline
-from aioqueue.errors import AioqueueError, ConfigurationError
+from aioqueue.errors import AioqueueError
 
 __all__ = ["Admin", "DeadJob", "QueueInfo", "WorkerInfo"]
 
@@ -61,99 +68,9 @@ SCAN_COUNT = 1000
 SCAN_CALLS_MAX = 100  # at most ~100,000 keys looked at
 QUEUES_MAX = 500
 THROUGHPUT_BUCKETS = 6
-DEFAULT_LEASE = 30.0
 PAGE = 1000  # dead job ids per read and per Function call of a bulk action
 T = TypeVar("T")
-_QUEUE_KEY = re.compile(rb"^aq:\{([^{}]+)\}:(ready|sched|stats|dead|workers)$")
-_QUEUE_KEY_MATCH = "aq:{*}:[rsdw]*"  # the SCAN pattern: a superset of _QUEUE_KEY
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    """A worker registered on a queue, as its last heartbeat left it.
-
-    Attributes:
-        id: the worker's id.
-        queue: the queue it was read from.
-        host: its host name.
-        pid: its process id (None if unreadable).
-        running: jobs it ran at its last heartbeat.
-        done: jobs it finished since it started.
-        concurrency: its concurrency.
-        seconds_since_heartbeat: age of its last heartbeat (Redis time).
-        alive: that age is within its lease.
-    """
-
-    id: str
-    queue: str
-    host: str
-    pid: int | None
-    running: int
-    done: int
-    concurrency: int
-    seconds_since_heartbeat: float
-    alive: bool
-
-
-@dataclass(frozen=True, slots=True)
-class QueueInfo:
-    """A queue's depths; None where the key holds garbage (see ``problems``).
-
-    Attributes:
-        name: the queue.
-        queued: jobs ready to run (the ready list plus CPU-bound jobs set aside
-            by a claim).
-        scheduled: jobs due later.
-        active: jobs leased to workers.
-        failed: dead-lettered jobs.
-        workers: the workers registered on it, alive or not.
-        finished_last_minute: jobs finished over the last minute.
-        per_second: that, per second.
-        stats: the queue's counters (``complete``, ``failed``, ``retried``, ...).
-        problems: garbage met while reading, one line each.
-        workers_alive: how many of ``workers`` are alive.
-    """
-
-    name: str
-    queued: int | None
-    scheduled: int | None
-    active: int | None
-    failed: int | None
-    workers: list[WorkerInfo]
-    finished_last_minute: int
-    per_second: float
-    stats: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def workers_alive(self) -> int:
-        """How many of ``workers`` are alive."""
-        return sum(1 for w in self.workers if w.alive)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadJob:
-    """A dead-lettered job; ``problem`` says what of its record could not be read.
-
-    Attributes:
-        id: the job id.
-        queue: its queue.
-        task: its task's name (None if unreadable).
-        attempts: attempts it had (None if unreadable).
-        error_type: ``module.qualname`` of its last error.
-        error_message: that error's message.
-        failed_at_ms: when it was dead-lettered (Unix ms, Redis time).
-        problem: what could not be read, or None.
-    """
-
-    id: str
-    queue: str
-    task: str | None
-    attempts: int | None
-    error_type: str
-    error_message: str
-    failed_at_ms: int
-    problem: str | None = None
+_QUEUE_KEY_MATCH = "aq:{*}:[rsdw]*"  # the SCAN pattern: a superset of records.QUEUE_KEY
 
 
 class Admin:
@@ -218,7 +135,7 @@ class Admin:
                     return sorted(found)[:QUEUES_MAX], True
                 calls += 1
                 cursor, keys = await self._scan(nodes[index], cursor)
-                found.update(_queue_names(keys))
+                found.update(queue_names(keys))
                 if cursor == 0:
                     del cursors[index]
                 else:
@@ -259,12 +176,12 @@ class Admin:
                 pipe.get(bucket_key)
             # error replies come back in place: one garbage key spoils only its own line
             replies = await pipe.execute(raise_on_error=False)
-        read = _Reader()
+        read = Reader()
         queued, sched, active, dead = (
             read.value(what, reply, int, None)
             for what, reply in zip(("ready", "sched", "active", "dead"), replies, strict=False)
         )
-        stats: dict[str, int] = read.value("stats", replies[4], _counters, {})
+        stats: dict[str, int] = read.value("stats", replies[4], counters, {})
         beats: list[Any] = read.value("workers", replies[5], list, [])
         infos: dict[Any, Any] = read.value("winfo", replies[6], dict, {})
         aside = read.value("cpu", replies[7], int, 0)
@@ -275,7 +192,9 @@ class Admin:
         )
         window = (THROUGHPUT_BUCKETS - 1) * THROUGHPUT_BUCKET_MS + now % THROUGHPUT_BUCKET_MS
         workers = [
-            _worker(name, wid.decode(errors="backslashreplace"), score, infos.get(wid), now, read)
+            worker_info(
+                name, wid.decode(errors="backslashreplace"), score, infos.get(wid), now, read
+            )
             for wid, score in beats
         ]
         return QueueInfo(
@@ -309,7 +228,7 @@ class Admin:
                 pipe.hmget(keys.prefix.encode() + b"j:" + job_id, "d", "a", "e")
             rows = await pipe.execute(raise_on_error=False)
         return [
-            _dead_job(name, job_id, score, row)
+            dead_job(name, job_id, score, row)
             for (job_id, score), row in zip(entries, rows, strict=True)
         ]
 
@@ -420,115 +339,3 @@ def _glob_escape(text: str) -> str:
 async def _pages(ids: list[Any]) -> AsyncIterator[list[Any]]:
     for i in range(0, len(ids), PAGE):
         yield ids[i : i + PAGE]
-
-
-class _Reader:
-    """Parses replies that may be garbage, noting each that is."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def value(self, what: str, reply: Any, parse: Callable[[Any], T], default: T) -> T:
-        if isinstance(reply, NoPermissionError):  # not garbage: nothing here can be read
-            raise refusal(reply, f"reading {what}")
-        if isinstance(reply, Exception):
-            self.problems.append(f"{what}: {reply}")
-            return default
-        try:
-            return parse(reply)
-        except (ValueError, TypeError, AttributeError) as exc:
-            self.problems.append(f"{what}: unreadable value ({exc})")
-            return default
-
-
-def _counters(raw: dict[bytes, bytes]) -> dict[str, int]:
-    return {
-        k.decode(errors="backslashreplace"): int(v)
-        for k, v in raw.items()
-        if v.lstrip(b"-").isdigit()
-    }
-
-
-def _dead_job(name: str, raw_id: bytes, score: float, row: Any) -> DeadJob:
-    problems: list[str] = []
-    try:
-        job_id = raw_id.decode()
-    except UnicodeDecodeError:
-        job_id = raw_id.decode(errors="backslashreplace")
-        problems.append("id is not UTF-8")
-    payload = attempts_raw = error_blob = None
-    if isinstance(row, Exception):
-        problems.append(f"job record: {row}")
-    else:
-        payload, attempts_raw, error_blob = row
-    task: str | None = None
-    if payload is not None:
-        try:
-            task = decode_envelope(payload).task
-        except Exception as exc:  # a listing must survive an unreadable job
-            problems.append(f"payload: {exc}")
-    attempts: int | None = 0
-    if attempts_raw is not None:
-        try:
-            attempts = int(attempts_raw)
-        except ValueError:
-            attempts = None
-            problems.append(f"attempts: not a number ({attempts_raw[:40]!r})")
-    error = decode_error(error_blob)
-    return DeadJob(
-        id=job_id,
-        queue=name,
-        task=task,
-        attempts=attempts,
-        error_type=error.type,
-        error_message=error.message,
-        failed_at_ms=int(score),
-        problem="; ".join(problems) or None,
-    )
-
-
-def _queue_names(keys: list[Any]) -> set[str]:
-    """The queue names in SCAN results that are keys every live queue has one of
-    (a planted key whose name no queue can have is no queue)."""
-    names = set()
-    for key in keys:
-        m = _QUEUE_KEY.match(key if isinstance(key, bytes) else key.encode())
-        if m:
-            try:
-                names.add(check_queue_name(m.group(1).decode()))
-            except (UnicodeDecodeError, ConfigurationError):
-                continue
-    return names
-
-
-def _worker(queue: str, wid: str, score: float, raw: Any, now_ms: int, read: _Reader) -> WorkerInfo:
-    info: dict[str, Any] = {}
-    if raw:
-        try:
-            decoded = msgspec.json.decode(raw)
-            info = decoded if isinstance(decoded, dict) else {}
-        except msgspec.DecodeError:
-            read.problems.append(f"winfo {wid}: not JSON")
-    age = max(0.0, (now_ms - score) / 1000)
-    lease = info.get("lease", DEFAULT_LEASE)
-    lease = float(lease) if isinstance(lease, int | float) else DEFAULT_LEASE
-    pid = info.get("pid")
-
-    def count(field: str) -> int:
-        value = info.get(field, 0) or 0
-        if isinstance(value, int):
-            return value
-        read.problems.append(f"winfo {wid}: {field} is not a number")
-        return 0
-
-    return WorkerInfo(
-        id=wid,
-        queue=queue,
-        host=str(info.get("host", "?")),
-        pid=pid if isinstance(pid, int) else None,
-        running=count("running"),
-        done=count("done"),
-        concurrency=count("concurrency"),
-        seconds_since_heartbeat=round(age, 3),
-        alive=age <= lease,
-    )

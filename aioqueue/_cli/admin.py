@@ -1,4 +1,4 @@
-"""The on-call commands: ``enqueue``, ``info``, ``check``, ``cron`` (``jobs``: ``cli_jobs``).
+"""The on-call commands: ``enqueue``, ``info``, ``check`` (``jobs``: jobs.py, ``cron``: cron.py).
 
 Human tables by default, ``--json`` for scripts. Exit codes: 0 done, 1 the
 answer is "no" (a job failed, no live worker, an id not found), 2 an error
@@ -12,38 +12,27 @@ import contextlib
 import json
 import socket
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import anyio
 import click
 
 from aioqueue._cli.options import discover, json_option, redis_option, timeout_option, with_admin
 from aioqueue._cli.output import No, echo, emit_json, jsonable, problems_found, table
-from aioqueue._cli.target import load_target, load_worker
+from aioqueue._cli.target import load_target
 from aioqueue._client.queue import Queue
-from aioqueue._redis.connect import connect_any
-from aioqueue._redis.errors import mapped_errors, redact, where
-from aioqueue._redis.retry import deadline
-from aioqueue._text import printable
+from aioqueue._redis.errors import mapped_errors, redact
 from aioqueue.admin import Admin, QueueInfo, WorkerInfo, set_aside_record
-from aioqueue.cron import CronInfo, schedule_status, schedule_table
 from aioqueue.errors import (
     AioqueueError,
     ConfigurationError,
     JobAborted,
     JobFailed,
     JobNotFound,
-    RedisUnavailable,
     ResultTimeout,
 )
 from aioqueue.task import Task
-
-if TYPE_CHECKING:
-    from aioqueue._worker.worker import Worker
-
-T = TypeVar("T")
 
 
 def _parse_value(text: str) -> Any:
@@ -309,107 +298,3 @@ def check(
     if not alive:
         where = f" on {host}" if this_host else ""
         raise No(f"no worker with a fresh heartbeat{where}")
-
-
-# -- cron --------------------------------------------------------------------------------
-
-CRON_TIMEOUT = 3.0  # Redis only adds the last ticks: a schedule is worth showing without it
-
-
-@click.command(name="cron")
-@click.argument("target")
-@click.option(
-    "--redis-url",
-    envvar="AIOQUEUE_REDIS_URL",
-    show_envvar=True,
-    help="Redis to read the last ticks from.  [default: the worker's]",
-)
-@json_option
-def cron_schedule(target: str, redis_url: str | None, as_json: bool) -> None:
-    """The recurring jobs of the worker TARGET: schedule, next fire time, last tick fired.
-
-    TARGET is what `aioqueue run` takes. When Redis answers, next fire times are
-    on its clock (the one ticks fire by) and the last tick fired is read from
-    it; otherwise next fire times come from this host's clock, the last tick is
-    unknown and a note says why (exit 0 either way).
-    """
-
-    worker = load_worker(target)
-    url = redis_url or worker.redis_url
-    rows, error = _cron_table(worker, url) if worker.cron else ([], None)
-    if as_json:
-        emit_json(
-            {
-                "target": target,
-                "redis": redact(url),
-                "redis_reachable": error is None,
-                "error": error,
-                "jobs": [_cron_json(c) for c in rows],
-            }
-        )
-        return
-    if not worker.cron:
-        echo(f"no recurring jobs in {target}")
-        return
-    unknown = "?" if error is not None else "never"
-    table(
-        ["NAME", "TASK", "SCHEDULE", "TIMEZONE", "QUEUE", "NEXT FIRE", "LAST FIRED", "OPTIONS"],
-        [
-            [
-                c.name,
-                c.task,
-                c.schedule,
-                c.timezone,
-                c.queue,
-                _local(c.next_fire),
-                _local(c.last_fired) if c.last_fired is not None else unknown,
-                _cron_options(c) or "-",
-            ]
-            for c in rows
-        ],
-    )
-    if error is not None:
-        # stderr: the table on stdout stays the same shape for anyone piping it
-        click.echo(
-            "aioqueue: last ticks unknown, next fire times from this host's clock: "
-            + printable(error),
-            err=True,
-        )
-
-
-def _cron_table(worker: Worker, url: str) -> tuple[list[CronInfo], str | None]:
-    """The schedule with the last ticks from Redis, or without them and why not."""
-
-    async def main() -> list[CronInfo]:
-        with mapped_errors(url), deadline(CRON_TIMEOUT, where(url)):
-            redis = connect_any(url, connect_timeout=CRON_TIMEOUT)
-            try:
-                return await schedule_status(worker, redis)
-            finally:
-                await redis.aclose()
-
-    try:
-        return anyio.run(main), None
-    except RedisUnavailable as exc:
-        error = str(exc)
-    except AioqueueError as exc:  # an ACL refusing TIME or HGET, a garbage key
-        error = f"Redis at {redact(url)}: {exc}"
-    return schedule_table(worker), error
-
-
-def _cron_options(c: CronInfo) -> str:
-    return ",".join(o for o, on in (("catch_up", c.catch_up), ("no_overlap", c.no_overlap)) if on)
-
-
-def _local(dt: datetime) -> str:
-    """The time in the job's own time zone, as its schedule is written."""
-    return dt.strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _cron_json(c: CronInfo) -> dict[str, Any]:
-    out = asdict(c)
-    for name in ("next_fire", "last_fired"):
-        dt = out[name]
-        out[name] = dt.isoformat() if dt is not None else None
-        out[f"{name}_ms"] = round(dt.timestamp() * 1000) if dt is not None else None
-    return out

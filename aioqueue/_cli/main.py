@@ -21,7 +21,8 @@ from typing import Any
 
 import click
 
-from aioqueue._cli.admin import check, cron_schedule, enqueue, info
+from aioqueue._cli.admin import check, enqueue, info
+from aioqueue._cli.cron import cron_schedule
 from aioqueue._cli.dashboard import dashboard
 from aioqueue._cli.jobs import jobs
 from aioqueue._cli.output import Failed

@@ -3,7 +3,7 @@
 config       the settings and the operator's values for them
 policy       restart backoff, exit decisions, rolling plan: pure, tested without processes
 process      the handle on one child: spawn, signal, control line, liveness, memory
-signals      signal handlers that only queue, for the select() loop
+signals      what wakes the select() loop: signal handlers and the reload watcher, queued
 reload       the ``--reload`` file watcher thread
 supervisor   the select() loop that ties them together
 child        the other end: a worker process talking to its supervisor

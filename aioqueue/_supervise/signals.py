@@ -1,13 +1,30 @@
-"""Signals for a select() loop: handlers only queue the number; the wake-up fd ends the wait."""
+"""What ends the supervisor's select() besides its children: signals and changed files.
+
+Signal handlers only queue the number, and the reload watcher's thread only
+queues its batch; both then write to one socket the loop selects on, and the
+loop acts on what is queued once select() returns.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import selectors
 import signal
+import socket
+import threading
 from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["SignalQueue"]
+import structlog
+
+from aioqueue._supervise.reload import start_watching
+
+__all__ = ["SignalQueue", "Wakeups"]
+
+log = structlog.get_logger("aioqueue.supervisor")
 
 HANDLED = ("SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD")
 
@@ -35,3 +52,44 @@ class SignalQueue:
         signal.set_wakeup_fd(self._previous_fd)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class Wakeups:
+    """The loop's wake-up socket, its signal handlers and the ``--reload`` watcher,
+    from ``open()`` to ``close()``; the loop pops ``signals.pending`` and ``reloads``."""
+
+    def __init__(self, reload_dirs: Sequence[Path]) -> None:
+        self.signals = SignalQueue()
+        self.reloads: deque[list[str]] = deque()
+        self._reload_dirs = list(reload_dirs)
+        self._watcher: threading.Event | None = None
+        self._read, self._write = socket.socketpair()
+
+    def open(self, selector: selectors.BaseSelector) -> None:
+        """Registers the socket with ``selector`` (its data: None) and starts listening."""
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        selector.register(self._read, selectors.EVENT_READ, None)
+        self.signals.install(self._write.fileno())
+        if self._reload_dirs:
+            self._watcher = start_watching(self._reload_dirs, self._changed)
+            log.info("supervisor.watching", dirs=[str(d) for d in self._reload_dirs])
+
+    def clear(self) -> None:
+        """Reads what woke the loop (the queues say what to do)."""
+        with contextlib.suppress(BlockingIOError):
+            while self._read.recv(4096):
+                pass
+
+    def _changed(self, paths: list[str]) -> None:
+        # the watcher's thread: queue the batch, wake the loop (deque appends are atomic)
+        self.reloads.append(paths)
+        with contextlib.suppress(OSError):
+            self._write.send(b"r")
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.set()
+        self.signals.close()
+        self._read.close()
+        self._write.close()

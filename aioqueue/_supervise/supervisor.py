@@ -37,18 +37,14 @@ import contextlib
 import os
 import selectors
 import signal
-import socket
-import threading
 import time
-from collections import deque
 
 import structlog
 
 from aioqueue._supervise.config import SupervisorConfig
 from aioqueue._supervise.policy import Exit, ExitFacts, RestartBackoff, RollingPlan, decide_exit
 from aioqueue._supervise.process import Child, Slot, describe_exit, spawn
-from aioqueue._supervise.reload import start_watching
-from aioqueue._supervise.signals import SignalQueue
+from aioqueue._supervise.signals import Wakeups
 
 __all__ = ["Supervisor"]
 
@@ -67,20 +63,14 @@ class Supervisor:
         self.rolling_old: Child | None = None  # the process the current rolling step retires
         self.backoff = RestartBackoff(config.restart_backoff)
         self.restarts = 0
-        self._signals = SignalQueue()
-        self._reloads: deque[list[str]] = deque()
+        self._wakeups = Wakeups(config.reload_dirs)
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
 
     # -- the loop ------------------------------------------------------------------
 
     def run(self) -> int:
         """Supervises until stopped; returns the exit code for the process."""
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._signals.install(self._wake_w.fileno())
-        watcher = self._start_reloader()
+        self._wakeups.open(self._selector)
         self._write_pid_file()
         log.info(
             "supervisor.started",
@@ -96,14 +86,10 @@ class Supervisor:
             while not self._finished():
                 self._step()
         finally:
-            if watcher is not None:
-                watcher.set()
             self._kill_all()  # only if an error got here: a normal end has no children left
-            self._signals.close()
+            self._wakeups.close()
             self._remove_pid_file()
             self._selector.close()
-            self._wake_r.close()
-            self._wake_w.close()
         log.info("supervisor.stopped", restarts=self.restarts)
         return 0
 
@@ -124,15 +110,13 @@ class Supervisor:
     def _step(self) -> None:
         for key, _ in self._selector.select(self._timeout()):
             if key.data is None:
-                with contextlib.suppress(BlockingIOError):
-                    while self._wake_r.recv(4096):
-                        pass
+                self._wakeups.clear()
             else:
                 self._read(key.data)
-        while self._signals.pending:
-            self._on_signal(self._signals.pending.popleft())
-        while self._reloads:
-            self._on_reload(self._reloads.popleft())
+        while self._wakeups.signals.pending:
+            self._on_signal(self._wakeups.signals.pending.popleft())
+        while self._wakeups.reloads:
+            self._on_reload(self._wakeups.reloads.popleft())
         for child in self._live():
             code = child.proc.poll()
             if code is not None:
@@ -363,7 +347,7 @@ class Supervisor:
                 child.signal(signal.SIGKILL)
                 child.proc.wait()
 
-    # -- signals, reload, pid file -------------------------------------------------------
+    # -- signals, reload, pid file (what wakes the loop: signals.Wakeups) ----------------
 
     def _on_signal(self, signum: int) -> None:
         sig = signal.Signals(signum)
@@ -389,19 +373,6 @@ class Supervisor:
             return
         log.info("supervisor.reload", changed=changes[:5], processes=len(self.slots))
         self._roll_all("reload")
-
-    def _start_reloader(self) -> threading.Event | None:
-        if not self.config.reload_dirs:
-            return None
-        stop = start_watching(self.config.reload_dirs, self._changed)
-        log.info("supervisor.watching", dirs=[str(d) for d in self.config.reload_dirs])
-        return stop
-
-    def _changed(self, paths: list[str]) -> None:
-        # the watcher's thread: queue the batch, wake the loop (deque appends are atomic)
-        self._reloads.append(paths)
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"r")
 
     def _write_pid_file(self) -> None:
         if self.config.pid_file is not None:
