@@ -30,11 +30,11 @@ from aioqueue._redis.cluster import ClusterWaker
 from aioqueue._redis.connect import RedisClient
 from aioqueue._redis.errors import UNAVAILABLE
 from aioqueue._redis.retry import Backoff
-from aioqueue._worker.cron_runner import WakeWaiter
 from aioqueue._worker.deliveries import Deliveries
 from aioqueue._worker.dispatch import Dispatch
 from aioqueue._worker.settings import WorkerSettings
 from aioqueue._worker.stats import WorkerStats
+from aioqueue._worker.wake import WakeWaiter
 
 __all__ = ["Fetcher"]
 

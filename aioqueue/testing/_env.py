@@ -5,20 +5,30 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis
 from redis.asyncio import Redis
 
 from aioqueue._protocol.functions import TESTING_LIBRARY
 from aioqueue._protocol.keys import queue_prefix
+from aioqueue._worker.worker import Worker
 from aioqueue.errors import ConfigurationError
 from aioqueue.testing._build import CLOCK_KEY, TEST_LIBRARY
 
-if TYPE_CHECKING:
-    from aioqueue.testing._worker import RunningWorker
+__all__ = ["Environment", "LiveWorker", "current", "install_library"]
 
-__all__ = ["Environment", "current", "install_library"]
+
+class LiveWorker(Protocol):
+    """What the environment and the test clock use of a ``RunningWorker`` (_worker.py,
+    which builds on this module: it is not imported here)."""
+
+    @property
+    def worker(self) -> Worker: ...
+
+    def _next_cron_tick(self) -> int | None: ...
+
+    async def _fire_cron(self, now_ms: int) -> int: ...
 
 
 def install_library(client: redis.Redis) -> None:
@@ -43,7 +53,7 @@ def _library_name(entry: Any) -> str:
 class Environment:
     url: str
     now_ms: int
-    workers: list[RunningWorker] = field(default_factory=list)
+    workers: list[LiveWorker] = field(default_factory=list)
     # the exception each attempt raised, by (queue, job id): the last one wins
     failures: dict[tuple[str, str], BaseException] = field(default_factory=dict)
     # dead-lettered jobs already raised by fail_fast, or there before the test's workers
