@@ -65,13 +65,14 @@ docs: $(STAMP)
 # see tests/floor_pins.py) in a venv of their own, running a representative
 # part of the suite: round trips on both event loops, bad input and errors
 # (ACL refusals), the lean command path, delays and locks, cron, Sentinel, the
-# aioqueue.testing plugin and the CLI as real processes. Click 8.1's test runner
+# aioqueue.testing plugin, a job's anyio deadline racing a fast stop (anyio 4.10
+# still has anyio#1214) and the CLI as real processes. Click 8.1's test runner
 # mixes stderr into stdout, so the CLI is tested there through subprocesses
 # only. About 45 s from a fresh clone (the venv takes ~20 s), so `make test` runs it.
 FLOOR_VENV := .venv-floor
 FLOOR_TESTS := tests/test_core.py tests/test_bad_input.py tests/test_errors.py \
 	tests/test_lane.py tests/test_scheduling.py tests/test_cron.py tests/test_sentinel.py \
-	tests/test_testing_clock.py tests/test_testing_guard.py
+	tests/test_testing_clock.py tests/test_testing_guard.py tests/test_concurrency.py
 # the longest tests (a Sentinel failover, three cron processes, 1,000 jobs through the
 # test clock) stay in `make pytest`
 FLOOR_SKIP := not primary_killed_mid_run and not across_three_processes and not thousand

@@ -48,7 +48,7 @@ NUDGE_WITHIN = 10.0
 
 
 class Dispatch:
-    """One run's accounting of held deliveries by kind (made by ``Worker.run``)."""
+    """One run's accounting of held deliveries by kind (made by ``WorkerRun``)."""
 
     def __init__(self, settings: WorkerSettings, tasks: Mapping[str, Task[Any, Any]]) -> None:
         cpu = [t for t in tasks.values() if t.cpu]

@@ -7,7 +7,7 @@ one idle consumer; a consumer that takes a job while more are queued wakes the
 next. Jobs that wait on I/O get a consumer each, as before; jobs that do not
 are run back to back by the consumers already awake.
 
-The worker bounds what it holds by its capacity (``Worker._capacity``), so
+The fetcher claims no more than the run has room for (``Dispatch.capacity``), so
 the queue of items itself needs no bound.
 """
 

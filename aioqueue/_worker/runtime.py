@@ -22,7 +22,7 @@ hooks run last. A second ``stop()`` ends the running jobs at once.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -68,7 +68,7 @@ class WorkerRun:
         self,
         worker_id: str,
         settings: WorkerSettings,
-        tasks: Mapping[str, Task[Any, Any]],
+        tasks: dict[str, Task[Any, Any]],
         *,
         cron: Sequence[CronJob],
         serializer: Serializer,
@@ -89,7 +89,6 @@ class WorkerRun:
         self.stop_calls = 0
         self.stopping = anyio.Event()
         self.hurry = anyio.Event()
-        tasks = dict(tasks)
         pooled = [t for t in tasks.values() if t.executor == "process"]
         self.pool = ProcessPool(pooled, s.pool_size, serializer) if pooled else None
         self.redis = connect_any(s.redis_url)
