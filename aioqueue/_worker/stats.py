@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -22,11 +21,18 @@ class WorkerStats:
     redis_errors: int = 0  # error replies from Redis the loops logged and backed off from
     outcomes_refused: int = 0  # outcomes Redis refused on their own (their jobs set aside)
 
-    def loop_failed(self, loop: str, exc: Exception, retry_in: float, **fields: Any) -> None:
-        """A failed call in a loop: logged, error replies counted; the loop backs off."""
+    def loop_failed(
+        self, loop: str, exc: Exception, retry_in: float, pending: int | None = None
+    ) -> None:
+        """A failed call in a loop: logged, error replies counted; the loop backs off.
+        pending: outcomes waiting to be written (the ``finish`` loop's)."""
         if isinstance(exc, UNAVAILABLE):
             log.warning(
-                "worker.redis_unavailable", loop=loop, error=str(exc), retry_in=retry_in, **fields
+                "worker.redis_unavailable",
+                loop=loop,
+                error=str(exc),
+                retry_in=retry_in,
+                pending=pending,
             )
             return
         self.redis_errors += 1
@@ -36,5 +42,5 @@ class WorkerStats:
             error=str(exc),
             retry_in=retry_in,
             count=self.redis_errors,
-            **fields,
+            pending=pending,
         )

@@ -111,6 +111,8 @@ class Worker(SettingsView):
         jobs_done: jobs finished since it started.
         started_at: when ``run()`` began (wall clock, seconds): the dashboard's uptime.
         redis_errors: error replies from Redis its loops logged and backed off from.
+        stats: the ``WorkerStats`` behind ``jobs_done``, ``redis_errors`` and
+            ``outcomes_refused``, counted over every run.
         serializer: the ``Serializer`` in use.
         on_startup: the startup hooks.
         on_shutdown: the shutdown hooks.
