@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -59,6 +58,7 @@ from aioqueue._redis.replies import (
     closed_transport,
     expire,
 )
+from aioqueue._redis.retry import Backoff
 
 __all__ = ["Lane", "MergedFailure", "closed_transport"]
 
@@ -253,8 +253,8 @@ class Lane:
             self._connecting = asyncio.get_running_loop().create_task(self._connect_loop())
 
     async def _connect_loop(self) -> None:
-        delay = RECONNECT_BASE
-        failures = 0
+        backoff = Backoff(RECONNECT_BASE, RECONNECT_CAP, jitter=True)
+        failures = 0  # in this loop, across successes: CONNECT_TRIES bounds them
         try:
             while self._prune_outbox() and not self._closed:
                 if self._conns and (
@@ -275,8 +275,7 @@ class Lane:
                         # rather than at each caller's deadline
                         self._fail_outbox(RedisConnectionError(self.last_error))
                         return
-                    await asyncio.sleep(random.uniform(delay / 2, delay))
-                    delay = min(delay * 2, RECONNECT_CAP)
+                    await backoff.wait()
                     continue
                 except Exception as exc:  # AUTH refused and the like: retrying cannot help
                     self.last_error = str(exc)
@@ -287,7 +286,7 @@ class Lane:
                     return
                 self._conns.append(conn)
                 self.links_opened += 1
-                delay = RECONNECT_BASE
+                backoff.reset()
                 self._flush()
         finally:
             self._connecting = None
