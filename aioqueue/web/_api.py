@@ -13,7 +13,6 @@ from starlette.responses import Response
 
 from aioqueue._admin.detail import job_detail
 from aioqueue._admin.pages import STATES, page, search
-from aioqueue._admin.stats import crons, workers
 from aioqueue._protocol.keys import check_job_id, check_queue_name
 from aioqueue.web import _views as views
 from aioqueue.web._guard import Refused, any_of, as_int, check_write, dashboard_of, guarded, param
@@ -74,19 +73,13 @@ async def job(request: Request) -> Response:
 
 @guarded("read", json=True)
 async def workers_list(request: Request) -> Response:
-    dashboard = dashboard_of(request)
-    names, truncated = await dashboard.discover()
-    now = await dashboard.admin.now_ms()
-    rows = await workers(dashboard.admin, names, now)
+    rows, now, truncated = await dashboard_of(request).workers()
     return _json({"now_ms": now, "truncated": truncated, "workers": [asdict(w) for w in rows]})
 
 
 @guarded("read", json=True)
 async def cron(request: Request) -> Response:
-    dashboard = dashboard_of(request)
-    names, truncated = await dashboard.discover()
-    now = await dashboard.admin.now_ms()
-    rows = await crons(dashboard.admin, names, now)
+    rows, now, truncated = await dashboard_of(request).crons()
     return _json({"now_ms": now, "truncated": truncated, "cron": [asdict(c) for c in rows]})
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aioqueue._admin.detail import abort
-from aioqueue._admin.stats import Minute, history, latency_ms
+from aioqueue._admin.stats import CronEntry, Minute, WorkerRow, crons, history, latency_ms, workers
 from aioqueue.admin import Admin, QueueInfo
 from aioqueue.errors import ConfigurationError
 from aioqueue.serializers import Serializer
@@ -71,6 +71,19 @@ class Dashboard:
         now = await self.admin.now_ms()
         views = [await self.queue_view(name, now) for name in names]
         return {"now_ms": now, "queues": views, "truncated": truncated}
+
+    async def workers(self) -> tuple[list[WorkerRow], int, bool]:
+        """The workers of the queues shown, Redis's time (ms), and whether discovery
+        stopped early."""
+        names, truncated = await self.discover()
+        now = await self.admin.now_ms()
+        return await workers(self.admin, names, now), now, truncated
+
+    async def crons(self) -> tuple[list[CronEntry], int, bool]:
+        """The cron entries of the queues shown, as ``workers`` gives the workers."""
+        names, truncated = await self.discover()
+        now = await self.admin.now_ms()
+        return await crons(self.admin, names, now), now, truncated
 
     async def perform(self, queue: str, action: str, ids: list[str] | None) -> dict[str, Any]:
         """An operator's action through the library's Functions: ``retry`` and

@@ -11,7 +11,6 @@ from starlette.responses import RedirectResponse, Response
 
 from aioqueue._admin.detail import job_detail
 from aioqueue._admin.pages import STATES, page, search
-from aioqueue._admin.stats import crons, workers
 from aioqueue._protocol.keys import check_job_id, check_queue_name
 from aioqueue.web import _views as views
 from aioqueue.web._guard import Refused, any_of, as_int, check_write, dashboard_of, guarded, param
@@ -89,19 +88,13 @@ async def job_page(request: Request) -> Response:
 
 @guarded("read")
 async def workers_page(request: Request) -> Response:
-    dashboard = dashboard_of(request)
-    names, truncated = await dashboard.discover()
-    now = await dashboard.admin.now_ms()
-    rows = await workers(dashboard.admin, names, now)
+    rows, now, truncated = await dashboard_of(request).workers()
     return render(request, "workers.html", workers=rows, now_ms=now, truncated=truncated)
 
 
 @guarded("read")
 async def cron_page(request: Request) -> Response:
-    dashboard = dashboard_of(request)
-    names, truncated = await dashboard.discover()
-    now = await dashboard.admin.now_ms()
-    rows = await crons(dashboard.admin, names, now)
+    rows, now, truncated = await dashboard_of(request).crons()
     return render(request, "cron.html", crons=rows, now_ms=now, truncated=truncated)
 
 
