@@ -131,8 +131,8 @@ class Liveness:
 
     def _on_abort(self, channels: dict[str, str], channel: object, data: object) -> None:
         target = abort_target(channels, channel, data)  # None: not a job id (logged)
-        for running in self.deliveries.of_job(*target) if target is not None else ():
-            running.stop("abort")
+        if target is not None:
+            self.deliveries.abort(*target)
 
     def _pubsub(self) -> contextlib.AbstractAsyncContextManager[PubSub]:
         if isinstance(self._sub_redis, ClusterClient):
