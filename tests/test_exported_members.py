@@ -20,6 +20,7 @@ PUBLIC_MODULES = {
     "aioqueue.cron",
     "aioqueue.errors",
     "aioqueue.logging",
+    "aioqueue.middleware",
     "aioqueue.serializers",
     "aioqueue.task",
     "aioqueue.testing",

@@ -12,7 +12,6 @@ sent, so an argument that cannot be encoded fails the call and writes nothing.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
@@ -22,13 +21,16 @@ from typing import Any, ParamSpec, TypeVar, overload
 import anyio
 from redis.exceptions import ResponseError
 
+from aioqueue._client.fanout import send_per_queue
+from aioqueue._client.hooked import Planned, hooked_enqueue
 from aioqueue._client.job import Job
 from aioqueue._client.sharded import ShardedResultWaiter
 from aioqueue._client.waiter import ResultWaiter
+from aioqueue._hooks import Hooks
 from aioqueue._protocol import signing
 from aioqueue._protocol.envelope import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue._protocol.functions import EnqueueWire, Scripts
-from aioqueue._protocol.keys import check_job_id, check_queue_name
+from aioqueue._protocol.keys import check_job_id, check_queue_name, new_job_id
 from aioqueue._redis.cluster import ClusterClient
 from aioqueue._redis.connect import RedisClient, connect_any, default_url
 from aioqueue._redis.errors import UNAVAILABLE, mapped_errors, refusal, unavailable
@@ -51,28 +53,7 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
-_B32 = "abcdefghijklmnopqrstuvwxyz234567"
-# every 10-bit value as its two base32 characters: an id is 8 lookups, where
-# base64.b32encode (pure Python) took half the time of encoding a whole job
-_PAIRS = [a + b for a in _B32 for b in _B32]
 FULL_FIRST, FULL_MOST = 0.005, 0.5  # seconds between tries of an enqueue into a full queue
-
-
-def new_job_id() -> str:
-    """16 characters of [a-z2-7], 80 random bits: safe in shells and never taken
-    for a CLI option (a URL-safe token can start with '-')."""
-    n = int.from_bytes(os.urandom(10))
-    p = _PAIRS
-    return (
-        p[n >> 70]
-        + p[(n >> 60) & 1023]
-        + p[(n >> 50) & 1023]
-        + p[(n >> 40) & 1023]
-        + p[(n >> 30) & 1023]
-        + p[(n >> 20) & 1023]
-        + p[(n >> 10) & 1023]
-        + p[n & 1023]
-    )
 
 
 class Queue:
@@ -114,6 +95,7 @@ class Queue:
         health_check_interval: seconds of silence on the results connection after
             which it is pinged; twice that with no answer and it is replaced (a link
             dropped without a FIN, by a NAT or a firewall).
+        middleware: hooks around each enqueue (``aioqueue.middleware``), in order.
 
     Attributes:
         url: the URL given (or found in the environment).
@@ -127,6 +109,7 @@ class Queue:
         signing_key: as given.
         max_connections: as given.
         health_check_interval: as given.
+        middleware: as given.
         redis: a redis-py client on the same Redis, for your own commands (its pool
             is apart from the connections enqueues share).
         scripts: the typed wrappers of the Functions library (internal).
@@ -153,6 +136,7 @@ class Queue:
         replica_timeout: float = 1.0,
         max_connections: int = 4,
         health_check_interval: float = 2.0,
+        middleware: Iterable[object] = (),
     ) -> None:
         url = url or default_url()
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
@@ -178,6 +162,9 @@ class Queue:
         self.wait_when_full = wait_when_full
         self.signing_key = signing_key
         self._signer = signing.Signer(signing_key) if signing_key is not None else None
+        self.middleware = tuple(middleware)
+        self._hooks = Hooks(self.middleware)
+        self._hooked = self._hooks.enqueues
         # one client: the lane and the results subscription take their connections
         # from its settings, outside its pool (which serves durable enqueues and users)
         self.redis: RedisClient = connect_any(
@@ -261,7 +248,12 @@ class Queue:
         return self._waiter
 
     def _encode(
-        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: Task[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        job_id: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[str, EnqueueWire]:
         if not isinstance(task, Task):
             raise ConfigurationError(f"expected a task or a task's name, got {task!r}")
@@ -269,7 +261,13 @@ class Queue:
         queue = opts.queue or self.name
         data = self.serializer.dumps([list(args), kwargs])
         envelope = Envelope(
-            ENVELOPE_VERSION, task.name, data, opts.timeout, opts.max_attempts, opts.result_ttl
+            ENVELOPE_VERSION,
+            task.name,
+            data,
+            opts.timeout,
+            opts.max_attempts,
+            opts.result_ttl,
+            headers,
         )
         delay = opts.delay.total_seconds() if isinstance(opts.delay, timedelta) else opts.delay
         delay_ms = int(delay * 1000) if delay else 0
@@ -280,7 +278,7 @@ class Queue:
             raise PayloadTooLarge(
                 f"job for {task.name} is {len(payload)} bytes; the limit is {self.max_payload}"
             )
-        job_id = opts.job_id or new_job_id()
+        job_id = job_id or opts.job_id or new_job_id()
         lock = task.lock_wire(args, kwargs)
         if self._signer is not None:
             payload = self._signer.sign(payload, queue=queue, job_id=job_id, lock=lock)
@@ -321,13 +319,39 @@ class Queue:
         """Adds one job; returns its handle (the existing job's, if the id is taken)."""
         if isinstance(task, str):
             task = task_ref(task)
+        if self._hooked:
+            (job,) = await self._enqueue_hooked([(task, args, kwargs)], many=False)
+            return job
         queue, wire = self._encode(task, args, kwargs)
         (status,) = await self._send(queue, [wire], task.defaults.job_id is None)
         return Job(self, queue, wire[0], created=status == "new")
 
     async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:
         """Adds many jobs in one round trip; handles come back in the same order."""
-        encoded = [self._encode(call.task, call.args, call.kwargs) for call in calls]
+        if self._hooked:
+            listed = [(call.task, call.args, call.kwargs) for call in calls]
+            return await self._enqueue_hooked(listed, many=True) if listed else []
+        return await self._store([self._encode(c.task, c.args, c.kwargs) for c in calls])
+
+    async def _enqueue_hooked(
+        self, calls: list[tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any]]], *, many: bool
+    ) -> list[Job[Any]]:
+        async def send(planned: list[Planned]) -> list[Job[Any]]:
+            encoded = [
+                self._encode(t, a, k, job_id, headers) for t, a, k, job_id, headers in planned
+            ]
+            if many:
+                return await self._store(encoded)
+            queue, wire = encoded[0]
+            (status,) = await self._send(queue, [wire], planned[0][0].defaults.job_id is None)
+            return [Job(self, queue, wire[0], created=status == "new")]
+
+        return await hooked_enqueue(
+            self._hooks, calls, many=many, default_queue=self.name, new_id=new_job_id, send=send
+        )
+
+    async def _store(self, encoded: list[tuple[str, EnqueueWire]]) -> list[Job[Any]]:
+        """Sends encoded jobs: one call per queue among them."""
         if not encoded:
             return []
         queue = encoded[0][0]
@@ -343,7 +367,7 @@ class Queue:
             batch = by_queue.setdefault(queue, [])
             order.append((queue, len(batch)))
             batch.append(wire)
-        by_status, errors = await self._enqueue_queues(by_queue)
+        by_status, errors = await send_per_queue(self._send, by_queue)
         if errors:
             stored: list[Job[Any]] = [
                 Job(self, q, by_queue[q][i][0], by_status[q][i] == "new")
@@ -357,25 +381,6 @@ class Queue:
             Job(self, queue, by_queue[queue][i][0], by_status[queue][i] == "new")
             for queue, i in order
         ]
-
-    async def _enqueue_queues(
-        self, by_queue: dict[str, list[EnqueueWire]]
-    ) -> tuple[dict[str, list[str]], dict[str, AioqueueError]]:
-        """Each queue lives in its own slot: one call per queue, sent together. A
-        queue that fails does not cancel the others (they would end up unknown)."""
-        results: dict[str, list[str]] = {}
-        errors: dict[str, AioqueueError] = {}
-
-        async def one(queue: str, batch: list[EnqueueWire]) -> None:
-            try:
-                results[queue] = await self._send(queue, batch)
-            except AioqueueError as exc:
-                errors[queue] = exc
-
-        async with anyio.create_task_group() as tg:
-            for queue, batch in by_queue.items():
-                tg.start_soon(one, queue, batch)
-        return results, errors
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any]:
         """A handle on an existing job by id (for example one a web request enqueued)."""

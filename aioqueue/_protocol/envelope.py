@@ -49,8 +49,9 @@ class JobStatus(enum.StrEnum):
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     """The payload a producer writes (field ``d`` of the job hash).
 
-    ``data`` is ``[args, kwargs]`` encoded by the queue's serializer; the rest
-    is per-job overrides of the task's options (None: the worker's task default).
+    ``data`` is ``[args, kwargs]`` encoded by the queue's serializer; then the
+    per-job overrides of the task's options (None: the worker's task default), and
+    the headers of the producer's middleware.
     """
 
     v: int
@@ -59,6 +60,8 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     timeout: float | None = None
     max_attempts: int | None = None
     result_ttl: float | None = None
+    # strings the producer's middleware pass to the worker's (a trace context, ...)
+    headers: dict[str, str] | None = None
 
 
 class ErrorInfo(msgspec.Struct, array_like=True, omit_defaults=True):

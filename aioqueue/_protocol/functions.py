@@ -85,6 +85,7 @@ class Claimed:
     payload: bytes | None
     lock: bytes = b""
     cpu: bool = False  # a job of one of the claiming worker's CPU-bound tasks
+    wait: float | None = None  # seconds from due to claim, when the claim reply says
 
 
 @dataclass(frozen=True, slots=True)

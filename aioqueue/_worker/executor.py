@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 import structlog
 
+from aioqueue._hooks import NO_HOOKS, Hooks, all_sync, fire, fire_sync
 from aioqueue._protocol import signing
 from aioqueue._protocol.durations import count, seconds
-from aioqueue._protocol.envelope import Envelope, decode_envelope
+from aioqueue._protocol.envelope import Envelope, ErrorInfo, decode_envelope
 from aioqueue._protocol.functions import Claimed
 from aioqueue._worker.failures import (
     DEFAULT_MAX_ERROR_SIZE,
@@ -41,6 +42,7 @@ from aioqueue.errors import (
     UnknownTaskError,
     WorkerLost,
 )
+from aioqueue.middleware import Attempt, AttemptResult
 from aioqueue.serializers import Serializer
 from aioqueue.task import Task
 
@@ -55,6 +57,8 @@ class Running:
     timer: asyncio.Timeout | None = None  # set while the job's code runs
     stop_reason: str | None = None  # 'abort' | 'shutdown' | 'lost'
     started: float = field(default_factory=time.monotonic)
+    attempt: Attempt | None = None  # built when middleware hooks attempts
+    result: AttemptResult | None = None  # how the attempt ended, for on_settled
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -72,12 +76,17 @@ class Outcome:
     blob: bytes = b""
     ttl_ms: int = -1
     delay_ms: int = 0
+    # what the middleware are told (aioqueue.middleware.Outcome), and why
+    label: str = "released"
+    error: BaseException | None = field(default=None, compare=False)
+    info: ErrorInfo | None = None
 
     def wire(self, job: Claimed) -> tuple[str, str, str, bytes, int, int]:
         return (job.id, job.token, self.kind, self.blob, self.ttl_ms, self.delay_ms)
 
 
 RELEASE = Outcome("release")
+_NO_HEADERS: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +129,7 @@ class Executor:
         max_error_size: int | None = DEFAULT_MAX_ERROR_SIZE,
         *,
         pool: ProcessPool | None = None,
+        hooks: Hooks = NO_HOOKS,
     ) -> None:
         self.tasks = tasks
         self.serializer = serializer
@@ -132,6 +142,11 @@ class Executor:
         self.errors = ErrorRecords(max_error_size)
         self._plans: dict[tuple[str, float | None, float | None, int | None], Plan] = {}
         self.pool = pool  # runs the executor="process" tasks
+        self.hooks = hooks
+        self._hooked = hooks.attempts
+        self._before, self._after = hooks.before_attempt, hooks.after_attempt
+        # plain hooks are called as such: no coroutine per job for the built-in log
+        self._before_sync, self._after_sync = all_sync(self._before), all_sync(self._after)
 
     async def run(self, running: Running) -> Outcome | None:
         """The outcome to record, or None when the delivery is no longer ours.
@@ -140,16 +155,37 @@ class Executor:
         recording one job is that job's failure, never the worker's.
         """
         try:
-            return await self._run(running)
+            outcome = await self._run(running)
         except Exception as exc:
-            return self._broken(running.job, exc)
+            outcome = self._broken(running.job, exc)
+        attempt = running.attempt
+        if attempt is not None:
+            running.result = result = self._result(attempt, outcome)
+            if self._after_sync:
+                fire_sync(self._after, attempt, result)
+            else:
+                await fire(self._after, attempt, result)
+        return outcome
+
+    @staticmethod
+    def _result(attempt: Attempt, outcome: Outcome | None) -> AttemptResult:
+        if outcome is None:
+            return AttemptResult("lost", duration=time.perf_counter() - attempt.started)
+        retry_in = outcome.delay_ms / 1000 if outcome.kind == "retry" else None
+        return AttemptResult(
+            outcome.label,  # type: ignore[arg-type]  # the executor sets only Outcome's names
+            outcome.error,
+            outcome.info,
+            time.perf_counter() - attempt.started,
+            retry_in,
+        )
 
     def _broken(self, job: Claimed, exc: Exception) -> Outcome:
         # a case no check foresaw: the job fails, saying what happened, and the worker goes on
         info = self.errors.info(exc)
         with contextlib.suppress(Exception):
             log.error("job.outcome_error", job_id=job.id, queue=job.queue, error=log_text(info))
-        return Outcome("failed", self.errors.encoded(info))
+        return Outcome("failed", self.errors.encoded(info), label="failed", error=exc, info=info)
 
     async def _run(self, running: Running) -> Outcome | None:
         job = running.job
@@ -162,6 +198,24 @@ class Executor:
             reason = valid_text(describe(exc))
             log.error("job.malformed", job_id=job.id, queue=job.queue, error=reason)
             return Outcome("quarantine", reason.encode())
+        if self._hooked:
+            running.attempt = attempt = Attempt(
+                job.id,
+                job.queue,
+                envelope.task,
+                job.attempt,
+                job.lost,
+                self.worker_id,
+                envelope.headers or _NO_HEADERS,
+                job.wait,
+                time.perf_counter(),
+            )
+            if not self._before:
+                pass
+            elif self._before_sync:
+                fire_sync(self._before, attempt)
+            else:
+                await fire(self._before, attempt)
         task = self.tasks.get(envelope.task)
         if task is None or task.fn is None:
             unknown = UnknownTaskError(f"no task named {envelope.task!r} in this worker")
@@ -182,7 +236,6 @@ class Executor:
             job.id, job.queue, task.name, job.attempt, max_attempts, self.worker_id, self.state
         )
         reset = _current.set(ctx)
-        start = time.perf_counter()
         timed_out = False
         try:
             # One asyncio timer per job: its deadline is the timeout, and abort,
@@ -223,28 +276,22 @@ class Executor:
                 defer = None if exc.defer is None else seconds(exc.defer, "Retry(defer=)")
             except ConfigurationError as bad:
                 bad.__cause__ = exc  # its traceback shows where the task raised Retry
-                return self._dead(job, task.name, bad, ttl_ms)  # asking again asks the same
-            return self._retry_or_dead(job, task, exc, max_attempts, ttl_ms, defer, start)
+                return self._dead(
+                    job, task.name, bad, ttl_ms, ran=True
+                )  # asking again asks the same
+            return self._retry_or_dead(job, task, exc, max_attempts, ttl_ms, defer)
         except SerializationError as exc:
-            return self._dead(job, task.name, exc, ttl_ms)  # running it again would not help
+            return self._dead(job, task.name, exc, ttl_ms, ran=True)  # running again would not help
         except Exception as exc:
-            return self._retry_or_dead(job, task, exc, max_attempts, ttl_ms, None, start, timed_out)
+            return self._retry_or_dead(job, task, exc, max_attempts, ttl_ms, None, timed_out)
         except BaseException as exc:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 raise
             # SystemExit, KeyboardInterrupt raised by task code: the job failed, the worker lives
-            return self._retry_or_dead(job, task, exc, max_attempts, ttl_ms, None, start)
+            return self._retry_or_dead(job, task, exc, max_attempts, ttl_ms, None)
         finally:
             _current.reset(reset)
-        log.info(
-            "job.completed",
-            job_id=job.id,
-            task=task.name,
-            queue=job.queue,
-            attempt=job.attempt,
-            duration_ms=round((time.perf_counter() - start) * 1000, 3),
-        )
-        return Outcome("complete", blob, ttl_ms)
+        return Outcome("complete", blob, ttl_ms, label="complete")
 
     def _plan(self, envelope: Envelope, task: Task[Any, Any]) -> Plan:
         """(result ttl ms, timeout, max_attempts) of a job: its own options, else its
@@ -283,29 +330,28 @@ class Executor:
 
     def _stopped(self, running: Running, task: str) -> Outcome | None:
         job = running.job
-        log.info(
-            "job.stopped", job_id=job.id, task=task, queue=job.queue, reason=running.stop_reason
-        )
         if running.stop_reason == "abort":
             blob = self.errors.encode(JobAborted("aborted while running", job_id=job.id))
-            return Outcome("aborted", blob, _ttl_ms(self.defaults.result_ttl))
+            return Outcome("aborted", blob, _ttl_ms(self.defaults.result_ttl), label="aborted")
         if running.stop_reason == "shutdown":
             return RELEASE
         return None  # lost: another worker owns this delivery now
 
     def _dead(
-        self, job: Claimed, task: str, exc: BaseException, ttl_ms: int, *, timed_out: bool = False
+        self,
+        job: Claimed,
+        task: str,
+        exc: BaseException,
+        ttl_ms: int,
+        *,
+        timed_out: bool = False,
+        ran: bool = False,
     ) -> Outcome:
         info = self.errors.info(exc, timed_out=timed_out)
-        log.error(
-            "job.failed",
-            job_id=job.id,
-            task=task,
-            queue=job.queue,
-            attempt=job.attempt,
-            error=log_text(info),
+        label = "timeout" if timed_out else ("failed" if ran else "dead")
+        return Outcome(
+            "failed", self.errors.encoded(info), ttl_ms, label=label, error=exc, info=info
         )
-        return Outcome("failed", self.errors.encoded(info), ttl_ms)
 
     def _retry_or_dead(
         self,
@@ -315,25 +361,16 @@ class Executor:
         max_attempts: int,
         ttl_ms: int,
         defer: float | None,
-        start: float,
         timed_out: bool = False,
     ) -> Outcome:
         used = job.attempt - job.lost
         if used >= max_attempts:
-            return self._dead(job, task.name, exc, ttl_ms, timed_out=timed_out)
+            return self._dead(job, task.name, exc, ttl_ms, timed_out=timed_out, ran=True)
         if defer is None:
             # the exponent is bounded: 2 ** 1024 is too large for a float
             ceiling = min(task.backoff_max, task.backoff * 2.0 ** min(max(used - 1, 0), 64))
             defer = ceiling / 2 + random.uniform(0, ceiling / 2)
         info = self.errors.info(exc, timed_out=timed_out)
-        log.warning(
-            "job.retrying",
-            job_id=job.id,
-            task=task.name,
-            queue=job.queue,
-            attempt=job.attempt,
-            retry_in=round(defer, 3),
-            duration_ms=round((time.perf_counter() - start) * 1000, 3),
-            error=log_text(info),
-        )
-        return Outcome("retry", self.errors.encoded(info), ttl_ms, int(defer * 1000))
+        label = "timeout" if timed_out else "retried"
+        blob = self.errors.encoded(info)
+        return Outcome("retry", blob, ttl_ms, int(defer * 1000), label, exc, info)

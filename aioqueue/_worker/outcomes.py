@@ -30,6 +30,7 @@ import anyio.lowlevel
 import structlog
 from redis.exceptions import ReadOnlyError, ResponseError
 
+from aioqueue._hooks import NO_HOOKS, Hooks, fire
 from aioqueue._protocol.functions import Scripts
 from aioqueue._redis.errors import UNAVAILABLE
 from aioqueue._redis.retry import Backoff
@@ -75,9 +76,10 @@ class OutcomeWriter:
     ``write`` raises only when Redis is unavailable: then nothing of the batch
     needs writing again that it did write (stale items are refused by token)."""
 
-    def __init__(self, scripts: Scripts, stats: WorkerStats) -> None:
+    def __init__(self, scripts: Scripts, stats: WorkerStats, hooks: Hooks = NO_HOOKS) -> None:
         self.scripts = scripts
         self.stats = stats
+        self._settled = hooks.on_settled
         self.pending: list[Pending] = []
         self._ready = anyio.Event()
         self._lock = anyio.Lock()
@@ -145,6 +147,14 @@ class OutcomeWriter:
                 if not ok:
                     job, kind = running.job, outcome.kind
                     log.warning("job.stale_outcome", job_id=job.id, queue=queue, outcome=kind)
+                if self._settled:
+                    await self._settle(running, bool(ok))
+
+    async def _settle(self, running: Running, written: bool) -> None:
+        attempt, result = running.attempt, running.result
+        if attempt is not None and result is not None:
+            result.written = written
+            await fire(self._settled, attempt, result)
 
     async def _finish(self, queue: str, items: Sequence[Pending]) -> list[int]:
         try:
@@ -160,6 +170,9 @@ class OutcomeWriter:
         for running, outcome in items:
             try:
                 await self._finish(queue, [(running, outcome)])
+                # a 0 here is expected: the failed batch had written it already
+                if self._settled:
+                    await self._settle(running, True)
             except UNAVAILABLE:
                 raise
             except Exception as exc:
@@ -174,7 +187,8 @@ class OutcomeWriter:
                     action="set aside",
                 )
                 await self._quarantine(running, reason)
-            # a 0 here is expected: the failed batch had written it already
+                if self._settled:
+                    await self._settle(running, False)
 
     async def _quarantine(self, running: Running, reason: str) -> None:
         job = running.job

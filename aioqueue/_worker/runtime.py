@@ -29,6 +29,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from aioqueue._hooks import Hooks, fire
 from aioqueue._protocol import signing
 from aioqueue._protocol.functions import Scripts
 from aioqueue._redis.connect import connect_any
@@ -40,6 +41,7 @@ from aioqueue._worker.deliveries import Deliveries
 from aioqueue._worker.dispatch import Dispatch
 from aioqueue._worker.executor import Defaults, Executor
 from aioqueue._worker.fetch import Fetcher
+from aioqueue._worker.joblog import JobLog
 from aioqueue._worker.liveness import Liveness
 from aioqueue._worker.outcomes import OutcomeWriter
 from aioqueue._worker.procpool import ProcessPool
@@ -47,6 +49,7 @@ from aioqueue._worker.settings import WorkerSettings
 from aioqueue._worker.stats import WorkerStats
 from aioqueue._worker.threads import ThreadPool
 from aioqueue.cron import CronJob
+from aioqueue.middleware import WorkerInfo
 from aioqueue.serializers import Serializer
 from aioqueue.task import Task
 
@@ -79,6 +82,7 @@ class WorkerRun:
         started_at: float,
         on_startup: Sequence[Hook],
         on_shutdown: Sequence[Hook],
+        middleware: Sequence[object] = (),
     ) -> None:
         self.worker_id = worker_id
         self.settings = s = settings
@@ -98,7 +102,10 @@ class WorkerRun:
         self.scripts = Scripts(self.redis)  # its connections are its own
         self.dispatch = Dispatch(s, tasks)
         self.deliveries = Deliveries(self.dispatch)
-        self.outcomes = OutcomeWriter(self.scripts, stats)
+        # the worker's own log lines first: every middleware sees what they say
+        self.hooks = Hooks([JobLog(), *middleware])
+        self.info = WorkerInfo(worker_id, tuple(s.queues), s.concurrency, tuple(tasks))
+        self.outcomes = OutcomeWriter(self.scripts, stats, self.hooks)
         self.executor = Executor(
             tasks,
             serializer,
@@ -110,6 +117,7 @@ class WorkerRun:
             s.max_result_size,
             max_error_size,
             pool=self.pool,
+            hooks=self.hooks,
         )
         self.consumers = Consumers(
             self.executor,
@@ -209,8 +217,11 @@ class WorkerRun:
         for hook in self._on_startup:
             await hook(self.state)
         stack.push_async_callback(self._shutdown_hooks)
+        await fire(self.hooks.on_worker_start, self.info)
 
     async def _shutdown_hooks(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await fire(self.hooks.on_worker_stop, self.info)
         for hook in self._on_shutdown:
             with anyio.CancelScope(shield=True):
                 await hook(self.state)

@@ -37,6 +37,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from aioqueue._hooks import Hooks
 from aioqueue._protocol import signing
 from aioqueue._redis.connect import DEFAULT_URL
 from aioqueue._worker.executor import Defaults
@@ -101,6 +102,8 @@ class Worker(SettingsView):
             never prefetched.
         process_pool: size of the pool for ``executor="process"`` tasks (default:
             the CPUs available).
+        middleware: hooks around each attempt and the worker's start and stop
+            (``aioqueue.middleware``), in order; more with ``add_middleware``.
 
     Attributes:
         settings: the frozen ``WorkerSettings`` it runs with (``configure`` replaces it).
@@ -116,6 +119,7 @@ class Worker(SettingsView):
         serializer: the ``Serializer`` in use.
         on_startup: the startup hooks.
         on_shutdown: the shutdown hooks.
+        middleware: the middleware, in the order they run.
         max_error_size: as given.
         signing_key: as given.
 
@@ -151,12 +155,16 @@ class Worker(SettingsView):
         cron: Iterable[CronJob] = (),
         cpu_slots: int = 1,
         process_pool: int | None = None,
+        middleware: Iterable[object] = (),
     ) -> None:
         # every parameter that is a setting: one frozen object, checked and derived there
         self.settings = WorkerSettings.from_arguments(locals())
         self.serializer = get_serializer(serializer)
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
+        self.middleware: list[object] = []
+        for m in middleware:
+            self.add_middleware(m)
         if signing_key is not None:
             signing.Signer(signing_key)  # a bad key is a ConfigurationError here, not at run
         self.max_error_size = check_max_error_size(max_error_size)
@@ -190,6 +198,16 @@ class Worker(SettingsView):
         """The job options tasks fall back to: timeout, attempts, result TTL."""
         s = self.settings
         return Defaults(s.job_timeout, s.max_attempts, s.result_ttl)
+
+    def add_middleware(self, middleware: object) -> None:
+        """Adds a middleware after the others; it takes effect at the next ``run()``.
+
+        Raises:
+            ConfigurationError: a class instead of an instance, or an object with none
+                of the hooks.
+        """
+        Hooks([middleware])  # checked now, not at the run
+        self.middleware.append(middleware)
 
     # -- tasks ---------------------------------------------------------------------
 
@@ -255,6 +273,7 @@ class Worker(SettingsView):
             started_at=self.started_at,
             on_startup=self.on_startup,
             on_shutdown=self.on_shutdown,
+            middleware=self.middleware,
         )
         self._run, self._active = run, True
         try:
