@@ -266,15 +266,27 @@ class JobFailed(JobError):
         exc_message: its message.
         remote_traceback: the worker's formatted traceback, cut in the middle past
             the worker's ``max_error_size``.
+        code: when aioqueue decided the failure, a code that never changes (unlike
+            ``exc_type``, which names a module path): ``worker_lost``,
+            ``pool_process_lost``, ``unknown_task``, ``bad_options``, ``bad_arguments``,
+            ``result_too_large``, ``result_not_serializable``, ``timeout``, ``internal``;
+            '' when the task's own code raised.
     """
 
     def __init__(
-        self, *, job_id: str, exc_type: str, exc_message: str, remote_traceback: str
+        self,
+        *,
+        job_id: str,
+        exc_type: str,
+        exc_message: str,
+        remote_traceback: str,
+        code: str = "",
     ) -> None:
         super().__init__(f"job {job_id} failed: {exc_type}: {exc_message}", job_id=job_id)
         self.exc_type = exc_type
         self.exc_message = exc_message
         self.remote_traceback = remote_traceback
+        self.code = code
 
 
 class JobTimedOut(JobFailed):
@@ -287,11 +299,13 @@ class JobAborted(JobError):
 
     Attributes:
         reason: why, as recorded ('' when aborted while queued).
+        code: ``lock_held`` when dropped for a held lock, else ``aborted``.
     """
 
-    def __init__(self, message: str, *, job_id: str, reason: str = "") -> None:
+    def __init__(self, message: str, *, job_id: str, reason: str = "", code: str = "") -> None:
         super().__init__(message, job_id=job_id)
         self.reason = reason
+        self.code = code
 
 
 class JobNotFound(JobError):

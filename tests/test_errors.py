@@ -195,6 +195,7 @@ async def test_a_job_dropped_for_a_held_lock_says_why(
         await queue.redis.rpush(f"{key}:go", 1)
         await first.result(timeout=5)
     assert caught.value.reason == f"lock {st.solo.name} held by job {first.id}"
+    assert caught.value.code == "lock_held"
     assert str(caught.value) == f"job {second.id} was aborted: {caught.value.reason}"
 
 

@@ -81,9 +81,12 @@ class Job(Generic[R]):
         if status == JobStatus.ABORTED:
             # the record says why when there is one: dropped for a held lock, or
             # stopped while running; aborted while queued leaves none
-            why = decode_error(blob).message if blob else ""
+            record = decode_error(blob) if blob else None
+            why = record.message if record else ""
             message = f"job {self.id} was aborted" + (f": {why}" if why else "")
-            raise JobAborted(message, job_id=self.id, reason=why)
+            # no record: aborted while queued or scheduled, which writes none
+            code = record.code if record and record.code else "aborted"
+            raise JobAborted(message, job_id=self.id, reason=why, code=code)
         if status == JobStatus.FAILED:
             err = decode_error(blob)
             cls = JobTimedOut if err.timed_out else JobFailed
@@ -92,6 +95,7 @@ class Job(Generic[R]):
                 exc_type=err.type,
                 exc_message=err.message,
                 remote_traceback=err.traceback,
+                code=err.code,
             )
         raise JobError(f"job {self.id} ended with unexpected status {status!r}", job_id=self.id)
 

@@ -72,12 +72,15 @@ class ErrorInfo(msgspec.Struct, array_like=True, omit_defaults=True):
         message: its message.
         traceback: the formatted traceback ('' when none was recorded).
         timed_out: the attempt ran past its timeout.
+        code: a stable code when aioqueue decided the failure (``worker_lost``,
+            ``unknown_task``, ...: see ``JobFailed.code``); '' when the task raised.
     """
 
     type: str
     message: str
     traceback: str = ""
     timed_out: bool = False
+    code: str = ""
 
 
 _envelope_encoder = msgspec.msgpack.Encoder()

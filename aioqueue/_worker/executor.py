@@ -18,7 +18,7 @@ import anyio
 import structlog
 
 from aioqueue._hooks import NO_HOOKS, Hooks, all_sync, fire, fire_sync
-from aioqueue._protocol import signing
+from aioqueue._protocol import codes, signing
 from aioqueue._protocol.durations import count, seconds
 from aioqueue._protocol.envelope import Envelope, ErrorInfo, decode_envelope
 from aioqueue._protocol.functions import Claimed
@@ -182,7 +182,7 @@ class Executor:
 
     def _broken(self, job: Claimed, exc: Exception) -> Outcome:
         # a case no check foresaw: the job fails, saying what happened, and the worker goes on
-        info = self.errors.info(exc)
+        info = self.errors.info(exc, code=codes.INTERNAL)
         with contextlib.suppress(Exception):
             log.error("job.outcome_error", job_id=job.id, queue=job.queue, error=log_text(info))
         return Outcome("failed", self.errors.encoded(info), label="failed", error=exc, info=info)
@@ -224,14 +224,14 @@ class Executor:
         try:
             ttl_ms, timeout, max_attempts = self._plan(envelope, task)
         except ConfigurationError as exc:
-            return self._dead(job, task.name, exc, -1)
+            return self._dead(job, task.name, exc, -1, code=codes.BAD_OPTIONS)
         # on the delivery after the max_lost-th loss (a loss is known only once it happened)
         if job.lost >= max(task.max_lost, 1):
             return self._dead(job, task.name, WorkerLost(job.lost), ttl_ms)
         try:
             args, kwargs = self.serializer.loads(envelope.data)
         except Exception as bad:  # arguments that do not decode
-            return self._dead(job, task.name, bad, ttl_ms)
+            return self._dead(job, task.name, bad, ttl_ms, code=codes.BAD_ARGUMENTS)
         ctx = JobContext(
             job.id, job.queue, task.name, job.attempt, max_attempts, self.worker_id, self.state
         )
@@ -277,7 +277,7 @@ class Executor:
             except ConfigurationError as bad:
                 bad.__cause__ = exc  # its traceback shows where the task raised Retry
                 return self._dead(
-                    job, task.name, bad, ttl_ms, ran=True
+                    job, task.name, bad, ttl_ms, ran=True, code=codes.BAD_OPTIONS
                 )  # asking again asks the same
             return self._retry_or_dead(job, task, exc, max_attempts, ttl_ms, defer)
         except SerializationError as exc:
@@ -346,8 +346,9 @@ class Executor:
         *,
         timed_out: bool = False,
         ran: bool = False,
+        code: str | None = None,
     ) -> Outcome:
-        info = self.errors.info(exc, timed_out=timed_out)
+        info = self.errors.info(exc, timed_out=timed_out, code=code)
         label = "timeout" if timed_out else ("failed" if ran else "dead")
         return Outcome(
             "failed", self.errors.encoded(info), ttl_ms, label=label, error=exc, info=info

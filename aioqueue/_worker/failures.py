@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import traceback
 
+from aioqueue._protocol.codes import code_of
 from aioqueue._protocol.envelope import ErrorInfo, encode_error
 from aioqueue.errors import ConfigurationError
 
@@ -87,7 +88,9 @@ class ErrorRecords:
     def __init__(self, max_size: int | None = DEFAULT_MAX_ERROR_SIZE) -> None:
         self.max_size = max_size
 
-    def info(self, exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
+    def info(
+        self, exc: BaseException, *, timed_out: bool = False, code: str | None = None
+    ) -> ErrorInfo:
         try:
             message = describe(exc)
             try:
@@ -100,7 +103,9 @@ class ErrorRecords:
                 # a quarter for the message; the traceback repeats it at its end anyway
                 message = cut(message, self.max_size // 4)
                 trace = cut(trace, self.max_size - len(message.encode()))
-            return ErrorInfo(type_name(exc), message, trace, timed_out)
+            if code is None:
+                code = code_of(exc, timed_out=timed_out)
+            return ErrorInfo(type_name(exc), message, trace, timed_out, code)
         except Exception:
             return _FALLBACK
 

@@ -138,5 +138,6 @@ class Settler:
             exc_type=info.type,
             exc_message=info.message,
             remote_traceback=info.traceback,
+            code=info.code,
         )
         return failure

@@ -300,7 +300,9 @@ end
 -- hand-back): an aborted job never starts again. ab: the job's `ab` field, the
 -- record's ttl the abort asked for.
 local function abort_now(prefix, id, jkey, ab, now)
-  local blob = cmsgpack.pack({'aioqueue.errors.JobAborted', 'aborted while it was not running'})
+  -- an ErrorInfo: type, message, traceback, timed_out, code (_protocol/codes.py)
+  local blob = cmsgpack.pack({'aioqueue.errors.JobAborted', 'aborted while it was not running',
+    '', false, 'aborted'})
   local waiters = redis.call('HGET', jkey, 'wt')
   redis.call('HSET', jkey, 's', 'aborted', 'e', blob, 'et', now)
   redis.call('HDEL', jkey, 'ab', 'wt')
@@ -417,7 +419,8 @@ local function take_lock(prefix, id, jkey, token, u, now, lease_end)
     return true
   end
   if string.sub(u, 1, 1) == 'd' then
-    local blob = cmsgpack.pack({'aioqueue.LockHeld', 'lock ' .. name .. ' held by job ' .. holder})
+    local blob = cmsgpack.pack({'aioqueue.LockHeld', 'lock ' .. name .. ' held by job ' .. holder,
+      '', false, 'lock_held'})
     local waiters = redis.call('HGET', jkey, 'wt')
     redis.call('HSET', jkey, 's', 'aborted', 'e', blob, 'et', now)
     kcall(prefix, 'HINCRBY', prefix .. 'stats', 'dropped', 1)
