@@ -13,6 +13,7 @@ make it testable, none of them in the worker itself:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -102,7 +103,9 @@ def _recording(t: Task[Any, Any], failures: dict[tuple[str, str], BaseException]
         return t  # runs elsewhere: its failure is raised from what the worker stored
 
     def record(exc: BaseException) -> None:
-        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+        # asyncio's, not anyio.get_cancelled_exc_class(): a def task runs in a worker
+        # thread, where there is no event loop to ask
+        if not isinstance(exc, asyncio.CancelledError):
             ctx = current_job()
             failures[(ctx.queue, ctx.job_id)] = exc
 
