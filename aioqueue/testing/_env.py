@@ -28,7 +28,7 @@ class LiveWorker(Protocol):
     def worker(self) -> Worker: ...
 
     @property
-    def cron_gates(self) -> list[CronGate]: ...
+    def _cron_gates(self) -> list[CronGate]: ...
 
 
 def install_library(client: redis.Redis) -> None:
@@ -103,7 +103,7 @@ class Environment:
         return [running.worker.id for running in self.workers]
 
     def cron_gates(self) -> list[CronGate]:
-        return [gate for running in self.workers for gate in running.cron_gates]
+        return [gate for running in self.workers for gate in running._cron_gates]
 
 
 _current: Environment | None = None

@@ -48,7 +48,7 @@ class RunningWorker:
         self._gates: list[CronGate] = []  # its CronRunner's clock, once the run made it
 
     @property
-    def cron_gates(self) -> list[CronGate]:
+    def _cron_gates(self) -> list[CronGate]:
         return self._gates
 
     async def drain(self, *, fail_fast: bool = False, timeout: float = 30.0) -> None:
