@@ -2,8 +2,9 @@
 
 - A worker not started by ``run_worker`` refuses a Redis that runs the testing
   build (its function names are the production ones there).
-- The production library never reads the test clock: a clock key written into
-  a production Redis changes no due time, wait or cron tick.
+- The production library never reads the test clock: a clock key (and a
+  drive, as a waiting ``advance`` writes it) put into a production Redis
+  changes no due time, wait or cron tick, and moves nothing.
 - The testing build routes every call it must (a new time or TTL command in the
   production source fails the build), and the plugin names the missing binary
   in one line.
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,11 +25,12 @@ import pytest
 from aioqueue import ConfigurationError, Queue, Worker, task
 from aioqueue._protocol.functions import LIBRARY, TESTING_CLOCK, TESTING_LIBRARY, Scripts
 from aioqueue.testing import run_worker
-from aioqueue.testing._build import CLOCK_KEY, TEST_LIBRARY, build
+from aioqueue.testing._build import CLOCK_KEY, DRIVE_KEY, SETTLED_KEY, TEST_LIBRARY, build
 
 pytestmark = pytest.mark.anyio
 
 DAY = 86_400_000
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @task
@@ -71,6 +74,8 @@ async def test_the_production_library_ignores_a_test_clock_key(redis_url: str) -
         try:
             real_us = int(time.time() * 1_000_000)
             await client.set(CLOCK_KEY, real_us + 2 * DAY * 1000)
+            # and a drive towards two days ahead, as a waiting advance leaves it
+            await client.set(DRIVE_KEY, drive(queue_name, real_us // 1000 + 2 * DAY))
             job = await queue.enqueue(noop.options(delay=3600))
             scripts = Scripts(client)
             claimed = await scripts.claim(queue_name, 10, "w", 30_000)
@@ -81,9 +86,18 @@ async def test_the_production_library_ignores_a_test_clock_key(redis_url: str) -
             )
             assert status == "early" and ms > 3_500_000
             assert (await job.info()).status == "scheduled"
+            # nothing drove: the clock key and the drive are as written, nothing signalled
+            assert int(await client.get(CLOCK_KEY)) == real_us + 2 * DAY * 1000
+            assert await client.get(DRIVE_KEY) is not None
+            assert await client.exists(SETTLED_KEY) == 0
         finally:
-            await client.delete(CLOCK_KEY)
+            await client.delete(CLOCK_KEY, DRIVE_KEY)
             await client.aclose()
+
+
+def drive(queue: str, target_ms: int) -> str:
+    st = {"p": [f"aq:{{{queue}}}:"], "t": str(target_ms), "c": "-1", "f": False, "w": [], "d": []}
+    return json.dumps(st)
 
 
 def test_the_production_library_has_no_test_clock() -> None:
@@ -97,6 +111,9 @@ def test_the_production_library_has_no_test_clock() -> None:
     # every call of the production source goes through the clock (one more: its definition)
     assert TEST_LIBRARY.count("aqt_call(") == LIBRARY.count("redis.call(") + 1
     assert TEST_LIBRARY.count("aqt_pcall(") == LIBRARY.count("redis.pcall(") + 1
+    # and every Function it registers ends with the clock's drive (prelude.lua)
+    assert LIBRARY.count("redis.register_function") >= 1
+    assert TEST_LIBRARY.count("aqt_register_function{") == LIBRARY.count("redis.register_function")
 
 
 def test_a_time_or_ttl_command_the_build_does_not_route_fails_it() -> None:
@@ -130,3 +147,43 @@ def test_a_missing_redis_server_is_one_clear_line(tmp_path: Path) -> None:
     assert lines, proc.stdout
     assert "Traceback" not in proc.stdout
     assert "install Redis" in lines[0] and "AIOQUEUE_REDIS_SERVER" in lines[0]
+
+
+def test_aioqueue_run_refuses_a_redis_that_holds_the_test_build() -> None:
+    """The test build loaded into a Redis of its own, then the production
+    command on it: it exits at start, saying why, and claims nothing."""
+    import redis as sync_redis
+
+    from aioqueue._protocol.keys import QueueKeys
+    from tests.redis_server import RedisServer
+
+    server = RedisServer()
+    server.start()
+    try:
+        with sync_redis.Redis.from_url(server.url) as client:
+            client.function_load(TEST_LIBRARY)
+            client.rpush(QueueKeys("default").ready, "some-job")
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "aioqueue",
+                    "run",
+                    "tests.apps:worker",
+                    "--processes",
+                    "0",
+                    "--burst",
+                    "--redis-url",
+                    server.url,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT), "TEST_QUEUE": "default"},
+            )
+            assert proc.returncode != 0, proc.stdout + proc.stderr
+            assert "aioqueue.testing's clock" in proc.stdout + proc.stderr
+            assert client.lrange(QueueKeys("default").ready, 0, -1) == [b"some-job"]
+    finally:
+        server.cleanup()

@@ -32,6 +32,14 @@ from aioqueue.errors import AioqueueError
 from aioqueue.logging import configure
 
 
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside task groups' wrappings of one (a worker that
+    refused to start, inside the runner's task group), else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -43,6 +51,8 @@ class _Group(click.Group):
         except UNAVAILABLE as exc:  # a raw connection error that escaped the mapping
             raise Failed(str(unavailable(None, exc))) from None
         except Exception as exc:  # a bug or garbage we did not foresee: still one line
+            if isinstance(_single(exc), AioqueueError):
+                raise Failed(str(_single(exc))) from None
             if (ctx.obj or {}).get("log_level") == "debug":
                 traceback.print_exc()
             raise Failed(

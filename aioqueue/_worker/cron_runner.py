@@ -15,7 +15,8 @@ workers and refuses a tick the Redis clock has not reached yet.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 
 import anyio
 import structlog
@@ -33,7 +34,7 @@ from aioqueue.cron import CronJob
 from aioqueue.errors import RedisOutOfMemory
 from aioqueue.serializers import Serializer
 
-__all__ = ["CronRunner", "ServerClock"]
+__all__ = ["CRON_CLOCK", "CronRunner", "ServerClock"]
 
 log = structlog.get_logger("aioqueue.scheduler")
 
@@ -57,6 +58,21 @@ class ServerClock:
         self.set(seconds * 1000 + micros // 1000)
         return self._server_ms
 
+    async def sleep_until(self, tick: int) -> None:
+        """Returns once the Redis clock has reached ``tick`` (by this estimate)."""
+        delay = (tick - self.now_ms()) / 1000
+        if delay > 0:
+            await anyio.sleep(delay)
+
+
+# The seam for aioqueue.testing: when set (only in the context of a worker that
+# aioqueue.testing.run_worker starts), it makes each CronRunner's clock, so that
+# ticks come when the test clock reaches them instead of after a sleep. The
+# runner is otherwise the production one: its schedule, catch-up and cron_fire.
+CRON_CLOCK: ContextVar[Callable[[CronRunner], ServerClock] | None] = ContextVar(
+    "aioqueue_cron_clock", default=None
+)
+
 
 class CronRunner:
     """Fires the ticks of a worker's recurring jobs (see ``aioqueue.cron``)."""
@@ -72,7 +88,8 @@ class CronRunner:
         self.entries = list(entries)
         self.scripts = scripts
         self.default_queue = default_queue
-        self.clock = ServerClock()
+        make_clock = CRON_CLOCK.get()
+        self.clock = make_clock(self) if make_clock is not None else ServerClock()
         # arguments are fixed per entry: encode each payload once (signed per tick: the
         # signature covers the tick's job id)
         self._payloads = {e.name: self._payload(e, serializer) for e in self.entries}
@@ -113,9 +130,7 @@ class CronRunner:
                 if not started:
                     task_status.started()
                     started = True
-                delay = (tick - self.clock.now_ms()) / 1000
-                if delay > 0:
-                    await anyio.sleep(delay)
+                await self.clock.sleep_until(tick)
                 status, ms = await self._fire(entry, tick)
                 if status == "early":  # this host's timer ran ahead of the Redis clock
                     await anyio.sleep(ms / 1000)

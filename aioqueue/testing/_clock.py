@@ -7,7 +7,8 @@ pass, one event at a time: it steps to the earliest thing that comes due in
 the window (a delayed job or retry, a lease deadline, a TTL, a cron tick of a
 live worker), wakes the workers, waits until they are idle again, and goes on
 to the next, so that what a job does when it runs (a retry, a child job) lands
-in the window in its place. Nothing sleeps.
+in the window in its place. The steps are taken inside Redis, by the worker
+call that leaves the queues idle (_settle.py, timeline.lua); nothing sleeps.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from aioqueue.errors import ConfigurationError
-from aioqueue.testing._build import timeline_function
 from aioqueue.testing._env import Environment
-from aioqueue.testing._settle import Settler
+from aioqueue.testing._settle import drive
 
 __all__ = ["TestClock"]
 
@@ -54,7 +54,8 @@ class TestClock:
         """Lets this much time pass; everything due in it runs, in order.
 
         Jobs running when it is called finish first. fail_fast and timeout as
-        for ``RunningWorker.drain`` (timeout: for each step to settle).
+        for ``RunningWorker.drain`` (timeout: for each step to settle: it is
+        ``NotSettled`` when the clock stays at one time that long).
         """
         step = (delta or timedelta()) + timedelta(
             days=days, hours=hours, minutes=minutes, seconds=seconds, milliseconds=milliseconds
@@ -77,26 +78,8 @@ class TestClock:
         await self._run_to(target, fail_fast, timeout)
 
     async def _run_to(self, target: int, fail_fast: bool, timeout: float) -> None:
-        env = self._env
-        redis = env.connect()
+        redis = self._env.connect()
         try:
-            async with Settler(env, redis) as settler:
-                await settler.wait(fail_fast=fail_fast, timeout=timeout)
-                while env.now_ms < target:
-                    ticks = [t for r in env.workers if (t := r._next_cron_tick()) is not None]
-                    at, woke = await redis.fcall(
-                        timeline_function("step"),
-                        len(settler.prefixes),
-                        *settler.prefixes,
-                        env.now_ms,
-                        target,
-                        min(ticks, default=-1),
-                    )
-                    env.now_ms = int(at)
-                    for running in list(env.workers):
-                        woke += await running._fire_cron(env.now_ms)
-                    if woke:
-                        # the worker's claim will change a watched key: wait for it first
-                        await settler.wait(fail_fast=fail_fast, timeout=timeout, look_first=False)
+            await drive(self._env, redis, target, fail_fast=fail_fast, timeout=timeout)
         finally:
             await redis.aclose()

@@ -15,6 +15,7 @@ from aioqueue._protocol.keys import queue_prefix
 from aioqueue._worker.worker import Worker
 from aioqueue.errors import ConfigurationError
 from aioqueue.testing._build import CLOCK_KEY, TEST_LIBRARY
+from aioqueue.testing._cron import CronGate
 
 __all__ = ["Environment", "LiveWorker", "current", "install_library"]
 
@@ -26,9 +27,8 @@ class LiveWorker(Protocol):
     @property
     def worker(self) -> Worker: ...
 
-    def _next_cron_tick(self) -> int | None: ...
-
-    async def _fire_cron(self, now_ms: int) -> int: ...
+    @property
+    def _cron_gates(self) -> list[CronGate]: ...
 
 
 def install_library(client: redis.Redis) -> None:
@@ -52,12 +52,13 @@ def _library_name(entry: Any) -> str:
 @dataclass
 class Environment:
     url: str
-    now_ms: int
     workers: list[LiveWorker] = field(default_factory=list)
     # the exception each attempt raised, by (queue, job id): the last one wins
     failures: dict[tuple[str, str], BaseException] = field(default_factory=dict)
     # dead-lettered jobs already raised by fail_fast, or there before the test's workers
     reported: dict[str, set[str]] = field(default_factory=dict)
+    # reads the clock for TestClock.ms, which is not async (a task may read it too)
+    reader: redis.Redis | None = field(default=None, repr=False)
 
     @classmethod
     def prepare(cls, url: str) -> Environment:
@@ -67,11 +68,25 @@ class Environment:
             if not client.function_list(library=TESTING_LIBRARY):
                 install_library(client)
             client.flushdb()
-            now_ms = int(time.time() * 1000)
-            client.set(CLOCK_KEY, now_ms * 1000)
-        finally:
+            client.set(CLOCK_KEY, int(time.time() * 1000) * 1000)
+        except BaseException:
             client.close()
-        return cls(url, now_ms)
+            raise
+        return cls(url, reader=client)
+
+    @property
+    def now_ms(self) -> int:
+        """The test clock (Unix ms), read from Redis: during an advance it moves
+        inside Redis, step by step, while the test waits."""
+        if self.reader is None:
+            self.reader = redis.Redis.from_url(self.url)
+        raw: Any = self.reader.get(CLOCK_KEY)
+        return int(raw) // 1000
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
     def connect(self) -> Redis:
         return Redis.from_url(self.url)
@@ -86,6 +101,9 @@ class Environment:
 
     def worker_ids(self) -> list[str]:
         return [running.worker.id for running in self.workers]
+
+    def cron_gates(self) -> list[CronGate]:
+        return [gate for running in self.workers for gate in running._cron_gates]
 
 
 _current: Environment | None = None

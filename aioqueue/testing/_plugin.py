@@ -36,11 +36,13 @@ def aioqueue_redis_server() -> Iterator[PrivateRedis]:
 @pytest.fixture
 def aioqueue_redis_url(aioqueue_redis_server: PrivateRedis) -> Iterator[str]:
     """The private Redis, its database emptied for this test, on a fresh test clock."""
-    set_current(Environment.prepare(aioqueue_redis_server.url))
+    env = Environment.prepare(aioqueue_redis_server.url)
+    set_current(env)
     try:
         yield aioqueue_redis_server.url
     finally:
         set_current(None)
+        env.close()
 
 
 @pytest.fixture

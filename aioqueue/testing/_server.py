@@ -61,9 +61,6 @@ def find_binary() -> str:
 class PrivateRedis:
     """One redis-server of this test session, reachable only through its unix socket."""
 
-    # keyspace events of lists and sorted sets: how run_worker sees a queue change
-    NOTIFY = "Klz"
-
     def __init__(self) -> None:
         self.binary = find_binary()
         self.dir = Path(tempfile.mkdtemp(prefix="aioqueue-testing-"))
@@ -91,8 +88,6 @@ class PrivateRedis:
             "no",
             "--maxmemory-policy",
             "noeviction",
-            "--notify-keyspace-events",
-            self.NOTIFY,
             "--daemonize",
             "no",
             "--loglevel",

@@ -1,30 +1,31 @@
-"""Waiting until the live workers' queues are idle, without polling.
+"""Waiting until the live workers' queues are idle, and moving the test clock.
 
-Idle is judged on Redis alone, by one Function call (timeline.lua ``aqt_idle``):
-no ready job, no delayed job or lease deadline due on the test clock, no
-delivery held by a live worker (an outcome not yet written still holds its
-delivery). Between two looks the settler waits for a keyspace event on the
-queues' lists and sorted sets (the private Redis publishes them), so a change
-it could miss cannot happen between the look and the wait.
+Both ``drain`` and ``clock.advance`` are one drive (timeline.lua): the test
+names the queues, the live workers, the target time and the next cron tick in
+one call (``aqt_run``), and Redis does the rest. Idle is judged on Redis
+alone: no ready job, no delayed job or lease deadline due on the test clock,
+no delivery held by a live worker (an outcome not yet written still holds its
+delivery). Every production Function of the testing build ends with that
+look, so the worker call that leaves the queues idle also steps the clock to
+the next thing due and wakes the workers for it; the test waits for one
+BLPOP of why the drive stopped (done, a cron tick, a dead-lettered job under
+fail_fast), not for each step, and never polls.
 """
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import anyio
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
 from aioqueue._protocol.envelope import decode_error
 from aioqueue.errors import AioqueueError, JobFailed, JobTimedOut
-from aioqueue.testing._build import timeline_function
+from aioqueue.testing._build import SETTLED_KEY, timeline_function
+from aioqueue.testing._cron import CronGate
 from aioqueue.testing._env import Environment
 
-__all__ = ["NotSettled", "Settler", "snapshot_dead"]
-
-_WATCHED = ("ready", "sched", "active", "dead")
+__all__ = ["NotSettled", "drive", "snapshot_dead"]
 
 
 class NotSettled(AioqueueError, TimeoutError):
@@ -39,105 +40,110 @@ async def snapshot_dead(redis: Redis, env: Environment, prefixes: list[str]) -> 
             env.reported[prefix] = {m.decode() for m in members}
 
 
-class Settler:
-    """``async with Settler(env, redis) as s: await s.wait(...)``; one subscription."""
+async def drive(
+    env: Environment, redis: Redis, target: int | None, *, fail_fast: bool, timeout: float
+) -> None:
+    """Moves the test clock to ``target`` (None: where it is), through everything
+    due on the way, and returns once the queues are idle there.
 
-    def __init__(self, env: Environment, redis: Redis) -> None:
-        self.env = env
-        self.redis = redis
-        self.prefixes = env.prefixes()
-        self.ids = env.worker_ids()
-        self._pubsub: PubSub | None = None
+    fail_fast: raise the exception of the first job dead-lettered meanwhile.
+    timeout: NotSettled when the clock has not moved for this many seconds
+    while the queues stayed busy (one step did not settle).
+    """
+    prefixes, ids = env.prefixes(), env.worker_ids()  # none: the clock moves, TTLs end
+    gates = env.cron_gates()
+    goal = -1 if target is None else target
+    try:
+        while True:
+            dead = await _raise_dead(redis, env, prefixes) if fail_fast else [0] * len(prefixes)
+            tick = await _next_tick(gates, timeout)
+            reply: bytes = await redis.fcall(
+                timeline_function("run"),
+                len(prefixes),
+                *prefixes,
+                goal,
+                -1 if tick is None else tick,
+                int(fail_fast),
+                len(ids),
+                *ids,
+                *dead,
+            )
+            why, _, ms = reply.decode().partition(":")
+            if why == "busy":
+                why, ms = await _settled(redis, prefixes, ids, int(ms), timeout)
+            if why == "done":
+                return
+            if why == "cron":
+                for gate in gates:
+                    gate.release(int(ms))
+            if goal < 0:
+                goal = int(ms)  # a drain stays at the instant it began
+            # 'dead': raised at the top of the loop
+    finally:
+        with anyio.CancelScope(shield=True):
+            await redis.fcall(timeline_function("stop"), 0)
 
-    async def __aenter__(self) -> Settler:
-        db = self.redis.connection_pool.connection_kwargs.get("db", 0)
-        channels = [f"__keyspace@{db}__:{p}{name}" for p in self.prefixes for name in _WATCHED]
-        if channels:
-            pubsub = self.redis.pubsub()
-            self._pubsub = pubsub
-            await pubsub.subscribe(*channels)
-            confirmed = 0
-            while confirmed < len(channels):  # only then can no change go unseen
-                msg = await pubsub.get_message(timeout=None)
-                if msg and msg["type"] == "subscribe":
-                    confirmed += 1
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._pubsub is not None:
-            with anyio.CancelScope(shield=True):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+async def _next_tick(gates: list[CronGate], timeout: float) -> int | None:
+    """The next cron tick of a live worker, once each has fired what it was due."""
+    try:
+        with anyio.fail_after(timeout):
+            for gate in gates:
+                await gate.parked()
+    except TimeoutError:
+        raise NotSettled(f"a cron tick did not fire within {timeout}s") from None
+    return min((t for g in gates if (t := g.next_tick()) is not None), default=None)
 
-    async def wait(self, *, fail_fast: bool, timeout: float, look_first: bool = True) -> None:
-        """Returns once idle; with fail_fast raises for the first job dead-lettered.
 
-        look_first=False: the caller knows the queues are busy and a watched key
-        is about to change (it has just woken a worker).
-        """
-        why = "woken"
-        try:
-            with anyio.fail_after(timeout):
-                if not look_first:
-                    await self._changed()
-                while True:
-                    why, dead = await self._look()
-                    if fail_fast:
-                        await self._raise_dead(dead)
-                    if not why:
-                        return
-                    await self._changed()
-        except TimeoutError:
-            raise NotSettled(f"the queues were not idle after {timeout}s: {why}") from None
-
-    async def _look(self) -> tuple[str, list[int]]:
-        if not self.prefixes:
-            return "", []
-        out = await self.redis.fcall(
-            timeline_function("idle"),
-            len(self.prefixes),
-            *self.prefixes,
-            self.env.now_ms,
-            *self.ids,
+async def _settled(
+    redis: Redis, prefixes: list[str], ids: list[str], at: int, timeout: float
+) -> tuple[str, str]:
+    """Waits for the drive to stop; NotSettled if the clock stays at one time
+    for ``timeout`` seconds while the queues are busy."""
+    while True:
+        popped: Any = await redis.blpop([SETTLED_KEY], timeout=timeout)
+        if popped is not None:
+            why, _, ms = popped[1].decode().partition(":")
+            return why, ms
+        out: list[Any] = await redis.fcall(
+            timeline_function("idle"), len(prefixes), *prefixes, *ids
         )
-        return out[0].decode(), [int(n) for n in out[1:]]
+        busy, now = out[0].decode(), int(out[-1])
+        if now == at:
+            raise NotSettled(f"the queues were not idle after {timeout}s: {busy or 'no signal'}")
+        at = now  # the clock moved: steps are settling, only many of them
 
-    async def _changed(self) -> None:
-        assert self._pubsub is not None
-        await self._pubsub.get_message(timeout=None)
-        while await self._pubsub.get_message(timeout=0.0) is not None:
-            pass  # one look for every event that came together
 
-    async def _raise_dead(self, counts: list[int]) -> None:
-        for prefix, count in zip(self.prefixes, counts, strict=True):
-            if count == 0:
-                continue
-            reported = self.env.reported.setdefault(prefix, set())
-            members: list[Any] = await self.redis.zrange(prefix + "dead", 0, -1)  # by time
-            new = [m.decode() for m in members if m.decode() not in reported]
-            if new:
-                reported.add(new[0])
-                raise await self._failure(prefix, new[0])
+async def _raise_dead(redis: Redis, env: Environment, prefixes: list[str]) -> list[int]:
+    """Raises for the first job dead-lettered that no drain raised yet; returns
+    the dead-letter count of each queue."""
+    counts = []
+    for prefix in prefixes:
+        reported = env.reported.setdefault(prefix, set())
+        members: list[Any] = await redis.zrange(prefix + "dead", 0, -1)  # by time
+        new = [m.decode() for m in members if m.decode() not in reported]
+        if new:
+            reported.add(new[0])
+            raise await _failure(redis, env, prefix, new[0])
+        counts.append(len(members))
+    return counts
 
-    async def _failure(self, prefix: str, job_id: str) -> BaseException:
-        queue = prefix[len("aq:{") : -len("}:")]
-        recorded = self.env.failures.get((queue, job_id))
-        if recorded is not None:
-            return recorded  # raised with the traceback the task gave it
-        # nothing raised in this process (an unknown task, arguments that do not
-        # decode, a lost worker): the error the worker stored
-        stored: bytes | None = await self.redis.hget(f"{prefix}j:{job_id}", "e")  # type: ignore[assignment]
-        info = decode_error(stored)
-        cls: Any = JobTimedOut if info.timed_out else JobFailed
-        failure: BaseException = cls(
-            job_id=job_id,
-            exc_type=info.type,
-            exc_message=info.message,
-            remote_traceback=info.traceback,
-            code=info.code,
-        )
-        return failure
+
+async def _failure(redis: Redis, env: Environment, prefix: str, job_id: str) -> BaseException:
+    queue = prefix[len("aq:{") : -len("}:")]
+    recorded = env.failures.get((queue, job_id))
+    if recorded is not None:
+        return recorded  # raised with the traceback the task gave it
+    # nothing raised in this process (an unknown task, arguments that do not
+    # decode, a lost worker): the error the worker stored
+    stored: bytes | None = await redis.hget(f"{prefix}j:{job_id}", "e")  # type: ignore[assignment]
+    info = decode_error(stored)
+    cls: Any = JobTimedOut if info.timed_out else JobFailed
+    failure: BaseException = cls(
+        job_id=job_id,
+        exc_type=info.type,
+        exc_message=info.message,
+        remote_traceback=info.traceback,
+        code=info.code,
+    )
+    return failure
