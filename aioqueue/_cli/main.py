@@ -148,6 +148,11 @@ def env_option(flag: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Calla
     help="Replace a process after this many jobs (drained first).",
 )
 @env_option(
+    "--events-maxlen",
+    type=click.IntRange(min=0),
+    help="Entries each queue's event stream keeps (about); 0: write none.  [default: 10000]",
+)
+@env_option(
     "--max-memory-per-child",
     help="Replace a process whose RSS exceeds this (512M, 2G; Linux).",
 )

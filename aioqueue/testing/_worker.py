@@ -46,7 +46,11 @@ class RunningWorker:
         self._cron = cron
         self._redis = env.connect()
         self._runner = CronRunner(
-            cron, Scripts(self._redis), worker.serializer, worker.queues[0], worker.signing_key
+            cron,
+            Scripts(self._redis, events_maxlen=worker.settings.events_maxlen),
+            worker.serializer,
+            worker.queues[0],
+            worker.signing_key,
         )
         self._next_tick = {entry.name: entry.next_after(env.now_ms) for entry in cron}
 
