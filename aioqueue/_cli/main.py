@@ -24,6 +24,7 @@ import click
 from aioqueue._cli.admin import check, enqueue, info
 from aioqueue._cli.cron import cron_schedule
 from aioqueue._cli.dashboard import dashboard
+from aioqueue._cli.events import events
 from aioqueue._cli.jobs import jobs
 from aioqueue._cli.output import Failed
 from aioqueue._redis.errors import UNAVAILABLE, unavailable
@@ -210,3 +211,4 @@ cli.add_command(jobs)
 cli.add_command(check)
 cli.add_command(cron_schedule)
 cli.add_command(dashboard)
+cli.add_command(events)
