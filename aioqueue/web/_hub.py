@@ -93,6 +93,7 @@ class Hub:
         self._reader_id: int | None = None
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
+        self._watched = asyncio.Event()  # set when _ids gains a queue
         self._lock = asyncio.Lock()
         self.xreads = 0  # XREAD calls made, for tests and the curious
 
@@ -158,6 +159,7 @@ class Hub:
         except ResponseError:  # garbage where the stream belongs: nothing to read there
             return
         self._generation += 1
+        self._watched.set()
         if self.cluster:
             self._tasks.append(asyncio.create_task(self._read_one(queue)))
         elif wake:
@@ -185,6 +187,11 @@ class Hub:
                     discovered = time.monotonic()
                     for queue in await self._queues():
                         await self._watch(queue, wake=False)
+                if not self._ids:  # no stream to read yet (an XREAD needs one): wait for one
+                    self._watched.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._watched.wait(), BLOCK_MS / 1000)
+                    continue
                 self._sent_generation = self._generation
                 self.xreads += 1
                 found = await events.follow(self._reader, dict(self._ids), READ_COUNT, BLOCK_MS)
