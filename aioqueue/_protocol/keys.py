@@ -13,7 +13,7 @@ import unicodedata
 PREFIX = "aq"
 THROUGHPUT_BUCKET_MS = 10_000  # the Lua `finish` counts finished jobs per bucket of this size
 MINUTE_MS = 60_000  # and attempts ended per outcome per minute, for about an hour
-# entries a queue's event stream keeps (XADD MAXLEN ~): about 2 MB of Redis memory
+# entries a queue's event stream keeps (XADD MAXLEN ~): about 1 MB of Redis memory
 EVENTS_MAXLEN = 10_000
 # printable ASCII without space (and, in a queue name, without the hash tag's braces)
 _NAME_ASCII = re.compile(r"^[\x21-\x7a|~]{1,200}$")

@@ -62,6 +62,19 @@ its first argument (see `register`); 0 writes nothing. The stream goes
 through kcall like any key: a planted value of another type there is set
 aside and the entry goes to a fresh stream, the state change goes on. ]]
 local EVENTS_MAX = 0
+local EVENTS_ARG = '0' -- EVENTS_MAX as the caller sent it, checked digits
+
+-- Numbers go to XADD as strings made here: Redis 7.0 turns a Lua number into
+-- an argument with '%.17g', which made number fields cost more than the entry.
+local SMALL = {} -- 0 .. 99 as strings, filled as they come (no `string` at load time)
+local function int_s(n)
+  local v = SMALL[n]
+  if v then return v end
+  v = string.format('%d', n)
+  if n >= 0 and n < 100 and n == math.floor(n) then SMALL[n] = v end
+  return v
+end
+local now_n, now_s = nil, nil -- one conversion of `now` per call, however many entries
 
 -- The string that starts at byte `at` of a MessagePack value, or nil.
 local function mp_str(s, at)
@@ -103,11 +116,14 @@ local function error_type(blob)
   return mp_str(blob, 2) or ''
 end
 
--- Appends one entry; `...` are the optional field/value pairs (never nil).
+-- Appends one entry; `...` are the optional field/value pairs (never nil,
+-- numbers as int_s strings). attempt: a job field's string, or a number.
 local function emit(prefix, event, id, task, attempt, now, ...)
   if EVENTS_MAX == 0 then return end
-  kcall(prefix, 'XADD', prefix .. 'events', 'MAXLEN', '~', EVENTS_MAX, '*', 'event', event,
-    'job', id, 'task', task or '', 'attempt', attempt or 0, 'ts', now, ...)
+  if now ~= now_n then now_n, now_s = now, string.format('%d', now) end
+  if type(attempt) ~= 'string' then attempt = int_s(attempt or 0) end
+  kcall(prefix, 'XADD', prefix .. 'events', 'MAXLEN', '~', EVENTS_ARG, '*', 'event', event,
+    'job', id, 'task', task or '', 'attempt', attempt, 'ts', now_s, ...)
 end
 
 -- The job a key names, when it is a job hash's key.
@@ -509,7 +525,7 @@ local function take_lock(prefix, id, jkey, token, u, now, lease_end, task, attem
     kcall(prefix, 'ZADD', prefix .. 'lockq:' .. name, 'NX', now, id)
     local due = math.max(deadline or lease_end, now) + LOCK_RECHECK_MS
     schedule(prefix, id, jkey, due)
-    emit(prefix, 'scheduled', id, task, attempt, now, 'due', due)
+    emit(prefix, 'scheduled', id, task, attempt, now, 'due', int_s(due))
   end
   return false
 end
@@ -592,7 +608,7 @@ local function enqueue(keys, args)
       if due > now then
         redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now)
         schedule(prefix, id, jkey, due)
-        emit(prefix, 'scheduled', id, task, 0, now, 'due', due)
+        emit(prefix, 'scheduled', id, task, 0, now, 'due', int_s(due))
       else
         redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', 'queued')
         pushed[#pushed + 1] = id
@@ -783,7 +799,7 @@ local function claim(keys, args)
         local since = math.max(tonumber(f[7]) or 0, tonumber(f[8]) or 0)
         if since > 0 then
           emit(prefix, 'started', id, task_of(f[4]), attempt, now, 'worker', worker,
-            'wait_ms', math.max(0, now - since))
+            'wait_ms', int_s(math.max(0, now - since)))
         else
           emit(prefix, 'started', id, task_of(f[4]), attempt, now, 'worker', worker)
         end
@@ -907,10 +923,10 @@ local function finish(keys, args)
     else
       done[#done + 1] = id
       -- what its event says: the attempt's task, worker and run time (Redis clock)
-      local task, attempt, worker, ran = '', held[5] or 0, '', 0
+      local task, attempt, worker, ran = '', held[5] or 0, '', '0'
       if EVENTS_MAX > 0 then
         task, worker = task_of(held[9]) or '', held[8] or ''
-        ran = math.max(0, now - (tonumber(held[7]) or now))
+        ran = int_s(math.max(0, now - (tonumber(held[7]) or now)))
       end
       if held[4] then release_lock(prefix, id, token, held[4]) end
       if held[6] and (outcome == 'release' or outcome == 'retry') then
@@ -934,7 +950,8 @@ local function finish(keys, args)
           signal(prefix)
         end
         emit(prefix, 'retried', id, task, attempt, now, 'worker', worker, 'duration_ms', ran,
-          'error', EVENTS_MAX > 0 and error_type(blob) or '', 'due', now + math.max(delay, 0))
+          'error', EVENTS_MAX > 0 and error_type(blob) or '',
+          'due', EVENTS_MAX > 0 and int_s(now + math.max(delay, 0)) or '')
       else
         local field = 'r'
         if outcome ~= 'complete' then field = 'e' end
@@ -1257,11 +1274,11 @@ local function register(name, fn, flags)
   redis.register_function{
     function_name = 'aq___VERSION___' .. name,
     callback = function(keys, args)
-      local cap = tonumber(table.remove(args, 1))
-      if not cap or cap < 0 or cap > 1e12 or cap ~= math.floor(cap) then
+      local raw = table.remove(args, 1)
+      if not raw or #raw > 12 or not string.find(raw, '^%d+$') then
         return redis.error_reply('ERR ' .. name .. ': malformed event stream length')
       end
-      EVENTS_MAX = cap
+      EVENTS_MAX, EVENTS_ARG, now_n = tonumber(raw), raw, nil
       return fn(keys, args)
     end,
     flags = flags or {},
