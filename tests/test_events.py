@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from aioqueue import JobAborted, JobFailed, Queue, Worker
+from aioqueue import ConfigurationError, JobAborted, JobFailed, Queue, Worker
 from aioqueue._protocol.garbage import read_garbage
 from aioqueue._protocol.keys import QueueKeys
 from aioqueue._protocol.library import VERSION
@@ -303,3 +303,25 @@ async def test_a_stream_cap_that_is_not_a_count_is_refused_before_anything_is_wr
         assert await client.exists(QueueKeys(queue_name).job("j1")) == 0
     finally:
         await client.aclose()
+
+
+async def test_on_a_cluster_each_queue_is_read_in_its_own_slot(
+    redis_cluster: Any, queue_name: str, follow: Callable[..., Follow]
+) -> None:
+    url = redis_cluster.url
+    names = [f"{queue_name}-a", f"{queue_name}-b"]  # two queues, two hash tags
+    tail = follow(*(a for n in names for a in ("--queue", n)), "--from", "0", url=url)
+    ids = {}
+    for name in names:
+        async with Queue(url, name=name) as queue:
+            ids[name] = (await queue.enqueue(tasks.add, 1, 1)).id
+    await tail.until(lambda lines: len(lines) >= 2)
+    assert {(line["queue"], line["job"]) for line in tail.seen} == set(ids.items())
+    assert tail.stop() == 0
+    async with Admin(url) as admin:
+        for name in names:
+            (event,) = await admin.events(name, after="0")
+            assert (event.event, event.job) == ("enqueued", ids[name])
+            assert await admin.follow_events({name: event.id}, block=0.05) == []
+        with pytest.raises(ConfigurationError):
+            await admin.follow_events(dict.fromkeys(names, "0"))

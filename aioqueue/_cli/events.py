@@ -260,7 +260,7 @@ def events(
     """
     after = _after(from_id)
 
-    async def main(admin: Admin) -> None:
+    async def show(admin: Admin) -> None:
         names, _ = await discover(admin, queues)
         if not names:
             names = [DEFAULT_QUEUE]
@@ -268,9 +268,11 @@ def events(
             backlog, start = await _backlog(admin, names, after, count)
         printer = Printer(as_json, start)
         printer(backlog)
-        if not follow:
-            return
-        follower = Follower(admin, printer, redis_timeout, rediscover=not queues)
+        if follow:
+            await Follower(admin, printer, redis_timeout, rediscover=not queues).run()
+
+    async def main(admin: Admin) -> None:
+        # SIGINT and SIGTERM end it quietly (exit 0), from its first moment on
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
 
@@ -280,7 +282,8 @@ def events(
                         return
 
                 tg.start_soon(stop)
-                await follower.run()
+                await show(admin)
+                tg.cancel_scope.cancel()
 
     try:
         with_admin(redis_url, main, redis_timeout, bounded=not follow)
