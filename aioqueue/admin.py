@@ -37,13 +37,15 @@ jobs there are.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
+from aioqueue._admin import events
+from aioqueue._admin.events import Event
 from aioqueue._admin.records import (
     DeadJob,
     QueueInfo,
@@ -55,14 +57,14 @@ from aioqueue._admin.records import (
     worker_info,
 )
 from aioqueue._protocol.functions import Scripts
-from aioqueue._protocol.keys import THROUGHPUT_BUCKET_MS, QueueKeys
+from aioqueue._protocol.keys import EVENTS_MAXLEN, THROUGHPUT_BUCKET_MS, QueueKeys
 from aioqueue._redis.cluster import initialize
 from aioqueue._redis.connect import RedisClient, connect_any
 from aioqueue._redis.errors import mapped_errors, refusal, where
 from aioqueue._redis.retry import deadline
 from aioqueue.errors import AioqueueError
 
-__all__ = ["Admin", "DeadJob", "QueueInfo", "WorkerInfo"]
+__all__ = ["Admin", "DeadJob", "Event", "QueueInfo", "WorkerInfo"]
 
 SCAN_COUNT = 1000
 SCAN_CALLS_MAX = 100  # at most ~100,000 keys looked at
@@ -81,6 +83,8 @@ class Admin:
     Args:
         url: the Redis, as for ``Queue``.
         timeout: the deadline of each call of a bulk action (``requeue``, ``purge``).
+        events_maxlen: the cap of the event streams its actions add to (as the
+            workers' setting; 0: they add nothing).
 
     Attributes:
         url: as given.
@@ -89,12 +93,14 @@ class Admin:
         scripts: the typed wrappers of the Functions library (internal).
     """
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 5.0, events_maxlen: int = EVENTS_MAXLEN
+    ) -> None:
         self.url = url
         self.timeout = timeout  # the deadline of each call of a bulk action
         # reads have no deadline of their own: the CLI bounds each command
         self.redis: RedisClient = connect_any(url, connect_timeout=timeout)
-        self.scripts = Scripts(self.redis, timeout)
+        self.scripts = Scripts(self.redis, timeout, events_maxlen=events_maxlen)
 
     async def __aenter__(self) -> Admin:
         try:
@@ -209,6 +215,28 @@ class Admin:
             stats=stats,
             problems=read.problems,
         )
+
+    async def events(
+        self, queue: str, *, after: str | None = None, count: int = 100
+    ) -> list[Event]:
+        """Entries of ``queue``'s event stream, oldest first: the newest ``count``, or
+        the first ``count`` after stream id ``after`` (``"0"``: from the oldest kept).
+        A stream key holding another type raises ``RedisRefused`` (code WRONGTYPE)."""
+        return await events.read(self.redis, queue, after, max(1, count))
+
+    async def last_event_id(self, queue: str) -> str:
+        """The stream id of ``queue``'s newest event ('0-0' when it has none): follow
+        from it to see what happens from now on."""
+        return await events.last_id(self.redis, queue)
+
+    async def follow_events(
+        self, after: Mapping[str, str], *, count: int = 500, block: float = 5.0
+    ) -> list[Event]:
+        """The events that follow each queue's stream id in ``after`` (queue -> id),
+        blocking up to ``block`` seconds for the first (one XREAD BLOCK, no polling);
+        [] when none came. On a Redis Cluster, one queue per call (each stream is in
+        its queue's slot)."""
+        return await events.follow(self.redis, after, max(1, count), max(1, int(block * 1000)))
 
     async def dead_jobs(self, name: str, limit: int) -> list[DeadJob]:
         """The newest ``limit`` dead-lettered jobs of queue ``name``.

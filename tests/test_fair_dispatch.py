@@ -90,10 +90,10 @@ async def test_run_with_concurrency_1_claims_one_delivery_at_a_time(
             async def watch() -> None:
                 async for entry in monitor.listen():
                     words = entry["command"].split(" ")
-                    # FCALL <fn> 1 <queue prefix> n worker lease ...: what the worker asked for
+                    # FCALL <fn> 1 <queue prefix> <events cap> n worker lease ...: what it asked for
                     claim = len(words) > 4 and words[0].upper() == "FCALL"
                     if claim and entry["client_type"] != "lua" and words[1].endswith("_claim"):
-                        sizes.append(int(words[4]))
+                        sizes.append(int(words[5]))
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch)

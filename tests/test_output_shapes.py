@@ -88,10 +88,12 @@ class Run:
             self.collect(name, proc)
         return proc
 
-    def collect(self, name: str, proc: subprocess.Popen[str]) -> None:
+    def collect(self, name: str, proc: subprocess.Popen[str], *, lines: bool = False) -> None:
+        """lines: the command prints one JSON object per line (``events``), each an output."""
         out, err = proc.communicate(timeout=60)
         assert out.strip(), f"{name}: no output (exit {proc.returncode}): {err}"
-        self.outputs.setdefault(name, []).append(json.loads(out))
+        documents = [json.loads(line) for line in out.splitlines()] if lines else [json.loads(out)]
+        self.outputs.setdefault(name, []).extend(documents)
         self.codes.setdefault(name, []).append(proc.returncode)
 
 
@@ -166,6 +168,7 @@ def run(redis_server: RedisServer) -> Run:
         dead = r.outputs["jobs failed"][0]
         r.cli("jobs retry", "jobs", "retry", dead[0]["id"], *q)
         r.cli("jobs purge", "jobs", "purge", "--all", *q)
+        r.collect("events", r.cli("events", "events", *q, "--from", "0", wait=False), lines=True)
         r.cli("cron", "cron", TARGET)
         r.cli("cron", "cron", TARGET, "--redis-url", "redis://127.0.0.1:1/0")  # nothing there
     finally:

@@ -25,7 +25,7 @@ from aioqueue.web._hub import Hub
 from tests.conftest import ROOT
 from tests.redis_server import free_port
 from tests.tasks import add, boom
-from tests.web_helpers import emit, events_key
+from tests.web_helpers import events_key
 
 pytestmark = pytest.mark.anyio
 
@@ -252,16 +252,15 @@ async def test_bulk_actions_ask_for_a_confirmation_first(
 async def test_job_api_has_error_traceback_attempts_worker_and_timeline(
     client: httpx.AsyncClient, queue: Queue, redis_url: str, queue_name: str
 ) -> None:
-    (job_id,) = await dead_jobs(queue, redis_url, queue_name, 1)
-    await emit(queue.redis, queue_name, "dead", job_id, "tests.tasks.boom", attempt=1)
-    await emit(queue.redis, queue_name, "started", "another", "tests.tasks.boom")
+    job_id, _another = await dead_jobs(queue, redis_url, queue_name, 2)  # real events, both
     job = (await client.get("/api/job", params={"queue": queue_name, "id": job_id})).json()
     assert job["status"] == "failed" and job["attempts"] == 1 and job["can_retry"]
     assert job["error"]["type"] == "builtins.ValueError"
     assert "raise ValueError" in job["error"]["traceback"]
     assert job["worker"] and job["started_ms"] <= job["ended_ms"] and job["dead_ms"]
-    assert [e["event"] for e in job["events"]][-1:] == ["dead"]
+    assert [e["event"] for e in job["events"]] == ["enqueued", "started", "failed", "dead"]
     assert all(e["job"] == job_id for e in job["events"])
+    assert job["events"][-1]["extra"]["error"] == "builtins.ValueError"
     missing = await client.get("/api/job", params={"queue": queue_name, "id": "nope"})
     assert missing.status_code == 404
 
@@ -312,16 +311,17 @@ async def test_one_reader_feeds_every_subscriber(redis_url: str, queue_name: str
 
     hub = Hub(admin, no_queues)
     try:
-        async with hub.subscribe(queue_name) as first, hub.subscribe(queue_name) as second:
-            async with hub.subscribe(None, job="j2") as third:
-                for job in ("j1", "j2"):
-                    await emit(redis, queue_name, "enqueued", job, "t")
-                got = [[(await s.get())["job"] for _ in range(2)] for s in (first, second)]
-                assert got == [["j1", "j2"], ["j1", "j2"]]
-                assert (await third.get())["job"] == "j2"
-                reads = hub.xreads
-                # three browsers, one XREAD per batch of events (and one woken by a subscribe)
-                assert reads <= 4
+        async with Queue(redis_url, name=queue_name) as queue:
+            async with hub.subscribe(queue_name) as first, hub.subscribe(queue_name) as second:
+                async with hub.subscribe(None, job="j2") as third:
+                    for job in ("j1", "j2"):
+                        await queue.enqueue(add.options(job_id=job), 1, 1)  # its event: real
+                    got = [[(await s.get())["job"] for _ in range(2)] for s in (first, second)]
+                    assert got == [["j1", "j2"], ["j1", "j2"]]
+                    assert (await third.get())["job"] == "j2"
+                    reads = hub.xreads
+                    # three browsers, one XREAD per batch of events (one woken by a subscribe)
+                    assert reads <= 4
         assert hub._tasks == []  # the last one gone: nothing reads Redis any more
         assert await redis.exists(events_key(queue_name))
     finally:

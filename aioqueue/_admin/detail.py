@@ -14,12 +14,13 @@ an old job's early events may lie past that, and the timeline says it is partial
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from redis.exceptions import ResponseError
 
+from aioqueue._admin.events import Event, parse_event
 from aioqueue._admin.pages import as_int, as_text, decode_args, decoded, events_key
 from aioqueue._protocol.envelope import ErrorInfo, decode_error
 from aioqueue._protocol.keys import QueueKeys
@@ -34,34 +35,6 @@ __all__ = ["Event", "JobDetail", "abort", "job_detail", "parse_event"]
 TIMELINE_READ = 1000
 TIMELINE_READS = 5
 SHOWN_CHARS = 20_000  # of arguments and results: a huge value is cut, with a note
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One entry of a queue's event stream (see issue #14's contract)."""
-
-    id: str
-    queue: str
-    event: str
-    job: str
-    task: str
-    attempt: int | None
-    ts: int | None
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-def parse_event(queue: str, stream_id: Any, fields: dict[Any, Any]) -> Event:
-    text = {decoded(k): decoded(v) for k, v in fields.items()}
-    return Event(
-        id=decoded(stream_id),
-        queue=queue,
-        event=text.pop("event", "?"),
-        job=text.pop("job", ""),
-        task=text.pop("task", ""),
-        attempt=as_int(text.pop("attempt", None)),
-        ts=as_int(text.pop("ts", None)),
-        extra=text,
-    )
 
 
 @dataclass(frozen=True, slots=True)

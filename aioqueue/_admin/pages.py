@@ -33,7 +33,7 @@ from typing import Any, Literal
 from redis.exceptions import ResponseError
 
 from aioqueue._protocol.envelope import ErrorInfo, decode_envelope, decode_error
-from aioqueue._protocol.keys import QueueKeys, queue_prefix
+from aioqueue._protocol.keys import QueueKeys
 from aioqueue._redis.errors import refusal
 from aioqueue.admin import Admin
 from aioqueue.serializers import Serializer
@@ -52,8 +52,8 @@ ROW_FIELDS = ("s", "d", "a", "e", "q", "st", "et", "due", "w")
 
 
 def events_key(queue: str) -> str:
-    """The queue's event stream (issue #14: ``aq:{<queue>}:events``)."""
-    return f"{queue_prefix(queue)}events"
+    """The queue's event stream (``aq:{<queue>}:events``, docs/reference/events.md)."""
+    return QueueKeys(queue).events
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import click
 from aioqueue._cli.admin import check, enqueue, info
 from aioqueue._cli.cron import cron_schedule
 from aioqueue._cli.dashboard import dashboard
+from aioqueue._cli.events import events
 from aioqueue._cli.jobs import jobs
 from aioqueue._cli.output import Failed
 from aioqueue._redis.errors import UNAVAILABLE, unavailable
@@ -158,6 +159,11 @@ def env_option(flag: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Calla
     help="Replace a process after this many jobs (drained first).",
 )
 @env_option(
+    "--events-maxlen",
+    type=click.IntRange(min=0),
+    help="Entries each queue's event stream keeps (about); 0: write none.  [default: 10000]",
+)
+@env_option(
     "--max-memory-per-child",
     help="Replace a process whose RSS exceeds this (512M, 2G; Linux).",
 )
@@ -215,3 +221,4 @@ cli.add_command(jobs)
 cli.add_command(check)
 cli.add_command(cron_schedule)
 cli.add_command(dashboard)
+cli.add_command(events)

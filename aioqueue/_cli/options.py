@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
 import click
 
+from aioqueue._protocol.keys import EVENTS_MAXLEN
 from aioqueue._redis.connect import DEFAULT_URL
 from aioqueue._redis.errors import mapped_errors, where
 from aioqueue._redis.retry import deadline
+from aioqueue._worker.settings import env_var
 from aioqueue.admin import Admin
 
 __all__ = ["discover", "json_option", "redis_option", "timeout_option", "with_admin"]
@@ -52,12 +55,18 @@ def with_admin(
     """Runs ``fn`` with an Admin, within ``timeout`` seconds in all (``bounded``),
     or each of its calls within ``timeout`` (a bulk action of any size)."""
 
+    cap = os.environ.get(env_var("events_maxlen"), "")
+    if cap and not cap.isdigit():
+        raise click.BadParameter(f"{env_var('events_maxlen')}={cap!r} is not a count")
+    events_maxlen = int(cap) if cap else EVENTS_MAXLEN  # the cap of jobs retry's entries
+
     async def main() -> T:
         redis = where(url)
         with mapped_errors(url, timeout):
             with deadline(timeout, redis) if bounded else contextlib.nullcontext():
                 with deadline(timeout, redis):
-                    admin = await Admin(url, timeout=timeout).__aenter__()
+                    admin = Admin(url, timeout=timeout, events_maxlen=events_maxlen)
+                    await admin.__aenter__()
                 try:
                     return await fn(admin)
                 finally:

@@ -46,6 +46,7 @@ CHILD_SETTINGS = (
     "grace",
     "burst",
     "max_jobs_per_child",
+    "events_maxlen",
 )
 
 
@@ -63,6 +64,7 @@ class RunOptions:
     grace: float | None = None
     burst: bool | None = None
     max_jobs_per_child: int | None = None
+    events_maxlen: int | None = None
     max_memory_per_child: str | None = None
     pid_file: Path | None = None
     reload: bool = False
@@ -90,6 +92,7 @@ class RunOptions:
             grace=self.grace,
             burst=self.burst,
             max_jobs=self.max_jobs_per_child,
+            events_maxlen=self.events_maxlen,
         )
 
     def child_env(self) -> dict[str, str]:

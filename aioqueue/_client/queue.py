@@ -30,7 +30,7 @@ from aioqueue._hooks import Hooks
 from aioqueue._protocol import signing
 from aioqueue._protocol.envelope import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue._protocol.functions import EnqueueWire, Scripts
-from aioqueue._protocol.keys import check_job_id, check_queue_name, new_job_id
+from aioqueue._protocol.keys import EVENTS_MAXLEN, check_job_id, check_queue_name, new_job_id
 from aioqueue._redis.cluster import ClusterClient
 from aioqueue._redis.connect import RedisClient, connect_any, default_url
 from aioqueue._redis.errors import UNAVAILABLE, mapped_errors, refusal, unavailable
@@ -96,6 +96,8 @@ class Queue:
             which it is pinged; twice that with no answer and it is replaced (a link
             dropped without a FIN, by a NAT or a firewall).
         middleware: hooks around each enqueue (``aioqueue.middleware``), in order.
+        events_maxlen: entries each queue's event stream keeps, approximately, when
+            this Queue's calls add to it (as the workers' setting; 0: none written).
 
     Attributes:
         url: the URL given (or found in the environment).
@@ -110,6 +112,7 @@ class Queue:
         max_connections: as given.
         health_check_interval: as given.
         middleware: as given.
+        events_maxlen: as given.
         redis: a redis-py client on the same Redis, for your own commands (its pool
             is apart from the connections enqueues share).
         scripts: the typed wrappers of the Functions library (internal).
@@ -137,6 +140,7 @@ class Queue:
         max_connections: int = 4,
         health_check_interval: float = 2.0,
         middleware: Iterable[object] = (),
+        events_maxlen: int = EVENTS_MAXLEN,
     ) -> None:
         url = url or default_url()
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
@@ -175,7 +179,10 @@ class Queue:
             if isinstance(self.redis, ClusterClient)
             else None
         )
-        self.scripts = Scripts(self.redis, timeout, max_links=max_connections - 1)
+        self.scripts = Scripts(
+            self.redis, timeout, max_links=max_connections - 1, events_maxlen=events_maxlen
+        )
+        self.events_maxlen = events_maxlen
         self.client_id = secrets.token_hex(8)
         self._waiter: ResultWaiter | None = None
         self._prepared: set[str] = set()

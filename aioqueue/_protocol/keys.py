@@ -13,6 +13,8 @@ import unicodedata
 PREFIX = "aq"
 THROUGHPUT_BUCKET_MS = 10_000  # the Lua `finish` counts finished jobs per bucket of this size
 MINUTE_MS = 60_000  # and attempts ended per outcome per minute, for about an hour
+# entries a queue's event stream keeps (XADD MAXLEN ~): about 1 MB of Redis memory
+EVENTS_MAXLEN = 10_000
 # printable ASCII without space (and, in a queue name, without the hash tag's braces)
 _NAME_ASCII = re.compile(r"^[\x21-\x7a|~]{1,200}$")
 _JOB_ID_ASCII = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -68,6 +70,7 @@ class QueueKeys:
         "crondef",
         "cwake",
         "dead",
+        "events",
         "garbage",
         "garbage_new",
         "garbage_why",
@@ -101,6 +104,8 @@ class QueueKeys:
         self.abort = p + "abort"
         self.cron = p + "cron"  # hash: cron job name -> last tick fired (ms)
         self.crondef = p + "crondef"  # hash: cron job name -> its newest schedule
+        # stream: what happened to the queue's jobs (docs/reference/events.md)
+        self.events = p + "events"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}j:{job_id}"

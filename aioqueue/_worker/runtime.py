@@ -99,7 +99,8 @@ class WorkerRun:
         # blocking and pub/sub reads get connections of their own
         self.block_redis = connect_any(s.redis_url)
         self.sub_redis = connect_any(s.redis_url)
-        self.scripts = Scripts(self.redis)  # its connections are its own
+        # its connections are its own
+        self.scripts = Scripts(self.redis, events_maxlen=s.events_maxlen)
         self.dispatch = Dispatch(s, tasks)
         self.deliveries = Deliveries(self.dispatch)
         # the worker's own log lines first: every middleware sees what they say

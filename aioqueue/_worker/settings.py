@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aioqueue._protocol.durations import count, seconds
-from aioqueue._protocol.keys import check_queue_name
+from aioqueue._protocol.keys import EVENTS_MAXLEN, check_queue_name
 from aioqueue._redis.connect import DEFAULT_URL
 from aioqueue.errors import ConfigurationError
 from aioqueue.task import DEFAULT_QUEUE
@@ -77,6 +77,7 @@ class WorkerSettings:
         max_jobs: stop after this many jobs (None: never).
         max_result_size: largest encoded result in bytes (None: no limit).
         burst: stop once the queues are drained.
+        events_maxlen: entries each queue's event stream keeps (about; 0: none written).
         effective_prefetch: the prefetch used: ``prefetch``, else ``concurrency``
             (0 for concurrency 1).
         heartbeat_interval: the heartbeat used: ``heartbeat``, else ``lease / 3``.
@@ -99,6 +100,7 @@ class WorkerSettings:
     max_jobs: int | None = None
     max_result_size: int | None = 1 << 20
     burst: bool = False
+    events_maxlen: int = EVENTS_MAXLEN
 
     effective_prefetch: int = field(init=False)
     heartbeat_interval: float = field(init=False)
@@ -114,6 +116,7 @@ class WorkerSettings:
         for name, least in (("concurrency", 1), ("cpu_slots", 1), ("sync_threads", 1)):
             count(getattr(self, name), name, least=least)
         count(self.max_attempts, "max_attempts", least=1)
+        count(self.events_maxlen, "events_maxlen", least=0)
         for name, least in (
             ("prefetch", 0),
             ("process_pool", 1),

@@ -39,6 +39,7 @@ from anyio.abc import TaskStatus
 
 from aioqueue._hooks import Hooks
 from aioqueue._protocol import signing
+from aioqueue._protocol.keys import EVENTS_MAXLEN
 from aioqueue._redis.connect import DEFAULT_URL
 from aioqueue._worker.executor import Defaults
 from aioqueue._worker.failures import DEFAULT_MAX_ERROR_SIZE, check_max_error_size
@@ -104,6 +105,8 @@ class Worker(SettingsView):
             the CPUs available).
         middleware: hooks around each attempt and the worker's start and stop
             (``aioqueue.middleware``), in order; more with ``add_middleware``.
+        events_maxlen: entries each queue's event stream keeps, approximately
+            (``XADD MAXLEN ~``, see [Event stream](../events.md)); 0 writes none.
 
     Attributes:
         settings: the frozen ``WorkerSettings`` it runs with (``configure`` replaces it).
@@ -156,6 +159,7 @@ class Worker(SettingsView):
         cpu_slots: int = 1,
         process_pool: int | None = None,
         middleware: Iterable[object] = (),
+        events_maxlen: int = EVENTS_MAXLEN,
     ) -> None:
         # every parameter that is a setting: one frozen object, checked and derived there
         self.settings = WorkerSettings.from_arguments(locals())

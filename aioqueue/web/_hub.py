@@ -28,7 +28,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from aioqueue._admin.detail import parse_event
+from aioqueue._admin import events
+from aioqueue._admin.events import Event
 from aioqueue._admin.pages import decoded, events_key
 from aioqueue._admin.stats import latency_ms
 from aioqueue._redis.connect import connect
@@ -92,6 +93,7 @@ class Hub:
         self._reader_id: int | None = None
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
+        self._watched = asyncio.Event()  # set when _ids gains a queue
         self._lock = asyncio.Lock()
         self.xreads = 0  # XREAD calls made, for tests and the curious
 
@@ -153,11 +155,11 @@ class Hub:
         if queue in self._ids:
             return
         try:
-            last: Any = await self.admin.redis.xrevrange(events_key(queue), "+", "-", count=1)
+            self._ids[queue] = await self.admin.last_event_id(queue)
         except ResponseError:  # garbage where the stream belongs: nothing to read there
             return
-        self._ids[queue] = decoded(last[0][0]) if last else "0-0"
         self._generation += 1
+        self._watched.set()
         if self.cluster:
             self._tasks.append(asyncio.create_task(self._read_one(queue)))
         elif wake:
@@ -185,10 +187,14 @@ class Hub:
                     discovered = time.monotonic()
                     for queue in await self._queues():
                         await self._watch(queue, wake=False)
+                if not self._ids:  # no stream to read yet (an XREAD needs one): wait for one
+                    self._watched.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._watched.wait(), BLOCK_MS / 1000)
+                    continue
                 self._sent_generation = self._generation
-                streams: dict[Any, Any] = {events_key(q): i for q, i in self._ids.items()}
                 self.xreads += 1
-                replies: Any = await self._reader.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+                found = await events.follow(self._reader, dict(self._ids), READ_COUNT, BLOCK_MS)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -206,7 +212,7 @@ class Hub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MOST)
                 continue
-            self._deliver(replies or [])
+            self._deliver(found)
 
     async def _read_one(self, queue: str) -> None:
         """A blocking XREAD of one queue's stream (a cluster: one slot per call)."""
@@ -214,9 +220,8 @@ class Hub:
         while True:
             try:
                 self.xreads += 1
-                streams: dict[Any, Any] = {events_key(queue): self._ids[queue]}
-                replies: Any = await self.admin.redis.xread(
-                    streams, count=READ_COUNT, block=BLOCK_MS
+                found = await self.admin.follow_events(
+                    {queue: self._ids[queue]}, count=READ_COUNT, block=BLOCK_MS / 1000
                 )
                 backoff = 0.1
             except asyncio.CancelledError:
@@ -226,7 +231,7 @@ class Hub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MOST)
                 continue
-            self._deliver(replies or [])
+            self._deliver(found)
 
     async def _drop_garbage(self, exc: ResponseError) -> None:
         """A stream key holding something else fails the whole XREAD: stop reading it."""
@@ -237,21 +242,13 @@ class Hub:
                 if decoded(kind) not in ("stream", "none"):
                     del self._ids[queue]
 
-    def _deliver(self, replies: Any) -> None:
-        # a list of [key, entries] on RESP2, a dict on RESP3
-        items = replies.items() if isinstance(replies, dict) else replies
-        for key, entries in items:
-            name = decoded(key)
-            queue = name[len("aq:{") : -len("}:events")]
-            if not entries:
-                continue
-            for stream_id, fields in entries:
-                event = parse_event(queue, stream_id, fields)
-                message = {"type": "event", **asdict(event)}
-                for subscriber in list(self._subscribers):
-                    subscriber.offer(message)
-            self._ids[queue] = decoded(entries[-1][0])
-            self._dirty.add(queue)
+    def _deliver(self, found: list[Event]) -> None:
+        for event in found:
+            message = {"type": "event", **asdict(event)}
+            for subscriber in list(self._subscribers):
+                subscriber.offer(message)
+            self._ids[event.queue] = event.id  # oldest first within each queue
+            self._dirty.add(event.queue)
         if self._dirty:
             self._dirty_event.set()
 

@@ -55,6 +55,83 @@ set-aside for the next claim to hand to its worker, which logs it. ]]
 local NEWS_MAX = 1000 -- unread set-aside lines kept (the set-asides themselves all are)
 local kcall -- forward: set-asides write through it, and it sets keys aside
 
+--[[ The event stream `<prefix>events` (docs/reference/events.md): the Function
+call that changes a job's state appends what it did, with XADD MAXLEN ~ (a
+stream id and `ts` from this Redis's clock). Every Function takes the cap as
+its first argument (see `register`); 0 writes nothing. The stream goes
+through kcall like any key: a planted value of another type there is set
+aside and the entry goes to a fresh stream, the state change goes on. ]]
+local EVENTS_MAX = 0
+local EVENTS_ARG = '0' -- EVENTS_MAX as the caller sent it, checked digits
+
+-- Numbers go to XADD as strings made here: Redis 7.0 turns a Lua number into
+-- an argument with '%.17g', which made number fields cost more than the entry.
+local SMALL = {} -- 0 .. 99 as strings, filled as they come (no `string` at load time)
+local function int_s(n)
+  local v = SMALL[n]
+  if v then return v end
+  v = string.format('%d', n)
+  if n >= 0 and n < 100 and n == math.floor(n) then SMALL[n] = v end
+  return v
+end
+local now_n, now_s = nil, nil -- one conversion of `now` per call, however many entries
+
+-- The string that starts at byte `at` of a MessagePack value, or nil.
+local function mp_str(s, at)
+  local head = string.byte(s, at)
+  if not head then return nil end
+  if head >= 0xa0 and head <= 0xbf then -- fixstr
+    return string.sub(s, at + 1, at + head - 0xa0)
+  elseif head == 0xd9 then -- str 8
+    local len = string.byte(s, at + 1)
+    if len then return string.sub(s, at + 2, at + 1 + len) end
+  elseif head == 0xda then -- str 16
+    local hi, lo = string.byte(s, at + 1, at + 2)
+    if lo then return string.sub(s, at + 3, at + 2 + hi * 256 + lo) end
+  end
+  return nil
+end
+
+-- The task name in a payload aioqueue wrote (job.py's Envelope, optionally
+-- signed as in signing.py): a MessagePack array whose first item is the
+-- envelope version, then the task name. nil for anything else: such a job is
+-- dispatched as I/O-bound, and the worker that reads it sets it aside if it is
+-- garbage. The constants come from the Python side at load (library.py).
+local SIGNED_MAGIC, SIGNED_HEADER = '__SIGNED_MAGIC__', __SIGNED_HEADER__
+local ENVELOPE_VERSION = __ENVELOPE_VERSION__
+local function task_of(payload)
+  if not payload then return nil end
+  local at = 1
+  if string.sub(payload, 1, #SIGNED_MAGIC) == SIGNED_MAGIC then at = SIGNED_HEADER + 1 end
+  local array, version = string.byte(payload, at, at + 1)
+  if not version or array < 0x92 or array > 0x9f or version ~= ENVELOPE_VERSION then return nil end
+  return mp_str(payload, at + 2)
+end
+
+-- The exception type an error record names (envelope.py's ErrorInfo: a
+-- MessagePack array, the type first); '' when the record is not one.
+local function error_type(blob)
+  local array = string.byte(blob, 1)
+  if not array or array < 0x92 or array > 0x9f then return '' end
+  return mp_str(blob, 2) or ''
+end
+
+-- Appends one entry; `...` are the optional field/value pairs (never nil,
+-- numbers as int_s strings). attempt: a job field's string, or a number.
+local function emit(prefix, event, id, task, attempt, now, ...)
+  if EVENTS_MAX == 0 then return end
+  if now ~= now_n then now_n, now_s = now, string.format('%d', now) end
+  if type(attempt) ~= 'string' then attempt = int_s(attempt or 0) end
+  kcall(prefix, 'XADD', prefix .. 'events', 'MAXLEN', '~', EVENTS_ARG, '*', 'event', event,
+    'job', id, 'task', task or '', 'attempt', attempt, 'ts', now_s, ...)
+end
+
+-- The job a key names, when it is a job hash's key.
+local function job_of_key(prefix, key)
+  if string.sub(key, #prefix + 1, #prefix + 2) == 'j:' then return string.sub(key, #prefix + 3) end
+  return nil
+end
+
 -- A name in the garbage area no earlier set-aside took.
 local function aside_name(prefix, what, now)
   local base = prefix .. 'garbage:' .. what .. ':' .. now
@@ -77,12 +154,23 @@ local function record(prefix, dest, reason, now)
 end
 
 -- Moves a key aside whole (its type, value and fields kept, its expiry dropped).
+-- A job's is told on the event stream, with its task and attempt if they read.
 local function set_aside(prefix, key, reason)
   local now = now_ms()
+  local job = EVENTS_MAX > 0 and job_of_key(prefix, key)
+  local task, attempt = '', 0
+  if job then
+    local f = redis.pcall('HMGET', key, 'd', 'a')
+    if not f['err'] then
+      task = task_of(f[1]) or ''
+      if f[2] and string.find(f[2], '^%d+$') then attempt = f[2] end
+    end
+  end
   local dest = aside_name(prefix, string.sub(key, #prefix + 1), now)
   redis.call('RENAME', key, dest)
   redis.call('PERSIST', dest)
   record(prefix, dest, reason, now)
+  if job then emit(prefix, 'set_aside', job, task, attempt, now) end
 end
 
 -- Keeps `raw`, an entry of the list or sorted set `source` that is no job, as a string.
@@ -97,6 +185,7 @@ end
 local function content_error(err)
   return string.find(err, '^WRONGTYPE') or string.find(err, 'not an integer', 1, true)
     or string.find(err, 'would overflow', 1, true)
+    or string.find(err, 'last possible ID', 1, true) -- a stream planted with the largest id
 end
 
 local function refused(prefix, key, cmd, reply)
@@ -298,8 +387,8 @@ end
 -- Ends a job whose abort was asked for while it was active, at the point it
 -- would run again instead (its worker died, or its outcome was a retry or a
 -- hand-back): an aborted job never starts again. ab: the job's `ab` field, the
--- record's ttl the abort asked for.
-local function abort_now(prefix, id, jkey, ab, now)
+-- record's ttl the abort asked for; task, attempt and `...` go to its event.
+local function abort_now(prefix, id, jkey, ab, now, task, attempt, ...)
   -- an ErrorInfo: type, message, traceback, timed_out, code (_protocol/codes.py)
   local blob = cmsgpack.pack({'aioqueue.errors.JobAborted', 'aborted while it was not running',
     '', false, 'aborted'})
@@ -309,11 +398,13 @@ local function abort_now(prefix, id, jkey, ab, now)
   kcall(prefix, 'HINCRBY', prefix .. 'stats', 'aborted', 1)
   notify(prefix, id, jkey, 'aborted', blob, waiters)
   expire_record(jkey, tonumber(ab))
+  emit(prefix, 'aborted', id, task, attempt, now, ...)
 end
 
 -- Move due scheduled jobs and expired leases to the front of the ready list,
 -- a bounded number per call so that a huge backlog never blocks Redis.
 -- Returns how many due jobs and how many expired leases it moved.
+local REAP_FIELDS = {'s', 'l', 'ab', 'a', 'w', 'd'}
 local function promote_and_reap(prefix, now, limit)
   -- removals and pushes go in one call each: per id only the job hash is touched
   local ready = prefix .. 'ready'
@@ -338,15 +429,18 @@ local function promote_and_reap(prefix, now, limit)
     bulk(prefix, 'ZREM', active, expired)
     for _, id in ipairs(expired) do
       local jkey = prefix .. 'j:' .. id
-      local f = entry_job(prefix, 'active', id, {'s', 'l', 'ab'})
+      local f = entry_job(prefix, 'active', id, REAP_FIELDS)
       if f and f[1] == 'active' then
+        local task = EVENTS_MAX > 0 and task_of(f[6]) or ''
         if f[3] then
-          abort_now(prefix, id, jkey, f[3], now)
+          abort_now(prefix, id, jkey, f[3], now, task, f[4], 'worker', f[5] or '')
         else
-          redis.call('HSET', jkey, 's', 'queued')
+          -- `due`: when it became ready again, what a claim's wait_ms counts from
+          redis.call('HSET', jkey, 's', 'queued', 'due', now)
           redis.call('HDEL', jkey, 'k', 'w')
           redis.call('HINCRBY', jkey, 'l', 1)
           moved[#moved + 1] = id
+          emit(prefix, 'reclaimed', id, task, f[4] or 0, now, 'worker', f[5] or '')
         end
         reaped = reaped + 1
       end
@@ -408,8 +502,8 @@ end
 
 -- Takes the lock named in `u` for this delivery, or drops or parks the job.
 -- Returns true when the job may run. lease_end: the lease of a holder claimed
--- in the same call, whose deadline is not stored yet.
-local function take_lock(prefix, id, jkey, token, u, now, lease_end)
+-- in the same call, whose deadline is not stored yet; task, attempt: for its event.
+local function take_lock(prefix, id, jkey, token, u, now, lease_end, task, attempt)
   local name = string.sub(u, 2)
   local lkey = prefix .. 'lock:' .. name
   local live, holder, deadline = lock_live(prefix, lock_value(prefix, lkey), now)
@@ -427,11 +521,14 @@ local function take_lock(prefix, id, jkey, token, u, now, lease_end)
     notify(prefix, id, jkey, 'aborted', blob, waiters)
     if waiters then redis.call('HDEL', jkey, 'wt') end
     redis.call('PEXPIRE', jkey, DROPPED_TTL_MS)
+    emit(prefix, 'aborted', id, task, attempt, now)
   else
     -- parked, not polled: finish wakes the oldest waiter; the due time is the
     -- safety net for a holder that dies (its lock lapses with its lease)
     kcall(prefix, 'ZADD', prefix .. 'lockq:' .. name, 'NX', now, id)
-    schedule(prefix, id, jkey, math.max(deadline or lease_end, now) + LOCK_RECHECK_MS)
+    local due = math.max(deadline or lease_end, now) + LOCK_RECHECK_MS
+    schedule(prefix, id, jkey, due)
+    emit(prefix, 'scheduled', id, task, attempt, now, 'due', int_s(due))
   end
   return false
 end
@@ -510,12 +607,15 @@ local function enqueue(keys, args)
       local due = 0
       if at > 0 then due = at elseif delay > 0 then due = now + delay end
       local lock = args[i + 4]
+      local task = EVENTS_MAX > 0 and task_of(payload) or ''
       if due > now then
         redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now)
         schedule(prefix, id, jkey, due)
+        emit(prefix, 'scheduled', id, task, 0, now, 'due', int_s(due))
       else
         redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', 'queued')
         pushed[#pushed + 1] = id
+        emit(prefix, 'enqueued', id, task, 0, now)
       end
       if lock ~= '' then redis.call('HSET', jkey, 'u', lock) end
       out[#out + 1] = 'new'
@@ -592,31 +692,7 @@ local function remember_claim(prefix, worker, cid, jobs, lease)
 end
 
 -- Job fields claim reads, checked (read_job) before it changes anything.
-local CLAIM_FIELDS = {'s', 'a', 'l', 'd', 'u', 'ab'}
-
--- The task name in a payload aioqueue wrote (job.py's Envelope, optionally
--- signed as in signing.py): a MessagePack array whose first item is the
--- envelope version, then the task name. nil for anything else: such a job is
--- dispatched as I/O-bound, and the worker that reads it sets it aside if it is
--- garbage. The constants come from the Python side at load (scripts.py).
-local SIGNED_MAGIC, SIGNED_HEADER = '__SIGNED_MAGIC__', __SIGNED_HEADER__
-local ENVELOPE_VERSION = __ENVELOPE_VERSION__
-local function task_of(payload)
-  local at = 1
-  if string.sub(payload, 1, #SIGNED_MAGIC) == SIGNED_MAGIC then at = SIGNED_HEADER + 1 end
-  local array, version, head = string.byte(payload, at, at + 2)
-  if not head or array < 0x92 or array > 0x9f or version ~= ENVELOPE_VERSION then return nil end
-  if head >= 0xa0 and head <= 0xbf then -- fixstr
-    return string.sub(payload, at + 3, at + 2 + head - 0xa0)
-  elseif head == 0xd9 then -- str 8
-    local len = string.byte(payload, at + 3)
-    if len then return string.sub(payload, at + 4, at + 3 + len) end
-  elseif head == 0xda then -- str 16
-    local hi, lo = string.byte(payload, at + 3, at + 4)
-    if lo then return string.sub(payload, at + 5, at + 4 + hi * 256 + lo) end
-  end
-  return nil
-end
+local CLAIM_FIELDS = {'s', 'a', 'l', 'd', 'u', 'ab', 'q', 'due'}
 
 -- ids looked at per claim beyond the n asked for: bounds the Redis time of a
 -- claim that moves CPU-bound jobs aside or passes over entries left behind
@@ -694,9 +770,10 @@ local function claim(keys, args)
         set_aside(prefix, jkey, 'queued job without a payload')
         status = 'aside'
       elseif f[6] then
-        abort_now(prefix, id, jkey, f[6], now)
+        abort_now(prefix, id, jkey, f[6], now, task_of(f[4]), f[2] or 0)
         status = 'aborted'
-      elseif f[5] and not take_lock(prefix, id, jkey, token, f[5], now, deadline) then
+      elseif f[5] and not take_lock(prefix, id, jkey, token, f[5], now, deadline,
+          EVENTS_MAX > 0 and task_of(f[4]) or '', f[2] or 0) then
         status = 'locked' -- dropped or parked by take_lock
       end
     elseif status == 'aborted' and f[6] then
@@ -720,6 +797,16 @@ local function claim(keys, args)
       jobs[#jobs + 1] = cpu_bound and 1 or 0
       taken = taken + 1
       if cpu_bound then cpu_taken = cpu_taken + 1 end
+      if EVENTS_MAX > 0 then
+        -- waited since it was due (scheduled, retried, back from a dead worker) or enqueued
+        local since = math.max(tonumber(f[7]) or 0, tonumber(f[8]) or 0)
+        if since > 0 then
+          emit(prefix, 'started', id, task_of(f[4]), attempt, now, 'worker', worker,
+            'wait_ms', int_s(math.max(0, now - since)))
+        else
+          emit(prefix, 'started', id, task_of(f[4]), attempt, now, 'worker', worker)
+        end
+      end
     end
     -- other statuses (an entry left behind) are passed over
   end
@@ -803,6 +890,8 @@ end
 
 local OUTCOMES = {complete = true, failed = true, retry = true, release = true, aborted = true}
 local FINISH_FIELDS = {'s', 'k', 'wt', 'u', 'a', 'ab'}
+-- and with the event stream on: start time, worker, payload (for the task name)
+local FINISH_EVENT_FIELDS = {'s', 'k', 'wt', 'u', 'a', 'ab', 'st', 'w', 'd'}
 
 --[[ finish(prefix; [id, token, outcome, blob, ttl_ms, delay_ms] ...)
 outcome: complete | failed | retry | release | aborted.
@@ -822,11 +911,12 @@ local function finish(keys, args)
   local counts = {}
   local done = {}
   local finished = 0
+  local fields = EVENTS_MAX > 0 and FINISH_EVENT_FIELDS or FINISH_FIELDS
   for i = 1, #args, 6 do
     local id, token, outcome, blob = args[i], args[i + 1], args[i + 2], args[i + 3]
     local ttl, delay = num_arg(args[i + 4]), num_arg(args[i + 5])
     local jkey = prefix .. 'j:' .. id
-    local held, why = read_job(prefix, jkey, FINISH_FIELDS)
+    local held, why = read_job(prefix, jkey, fields)
     if why == 'aside' then
       done[#done + 1] = id
       out[#out + 1] = 2
@@ -835,25 +925,36 @@ local function finish(keys, args)
       out[#out + 1] = 0
     else
       done[#done + 1] = id
+      -- what its event says: the attempt's task, worker and run time (Redis clock)
+      local task, attempt, worker, ran = '', held[5] or 0, '', '0'
+      if EVENTS_MAX > 0 then
+        task, worker = task_of(held[9]) or '', held[8] or ''
+        ran = int_s(math.max(0, now - (tonumber(held[7]) or now)))
+      end
       if held[4] then release_lock(prefix, id, token, held[4]) end
       if held[6] and (outcome == 'release' or outcome == 'retry') then
-        abort_now(prefix, id, jkey, held[6], now)
+        abort_now(prefix, id, jkey, held[6], now, task, attempt, 'worker', worker,
+          'duration_ms', ran)
       -- the token `k` may stay: it only counts while the status is active
       elseif outcome == 'release' then
         redis.call('HINCRBY', jkey, 'a', -1)
-        redis.call('HSET', jkey, 's', 'queued')
+        redis.call('HSET', jkey, 's', 'queued', 'due', now)
         kcall(prefix, 'RPUSH', prefix .. 'ready', id)
         signal(prefix)
+        emit(prefix, 'released', id, task, attempt, now, 'worker', worker)
       elseif outcome == 'retry' then
         redis.call('HSET', jkey, 'e', blob)
         counts['retried'] = (counts['retried'] or 0) + 1
         if delay > 0 then
           schedule(prefix, id, jkey, now + delay)
         else
-          redis.call('HSET', jkey, 's', 'queued')
+          redis.call('HSET', jkey, 's', 'queued', 'due', now)
           kcall(prefix, 'LPUSH', prefix .. 'ready', id)
           signal(prefix)
         end
+        emit(prefix, 'retried', id, task, attempt, now, 'worker', worker, 'duration_ms', ran,
+          'error', EVENTS_MAX > 0 and error_type(blob) or '',
+          'due', EVENTS_MAX > 0 and int_s(now + math.max(delay, 0)) or '')
       else
         local field = 'r'
         if outcome ~= 'complete' then field = 'e' end
@@ -870,6 +971,17 @@ local function finish(keys, args)
           elseif ttl > 0 then
             redis.call('PEXPIRE', jkey, ttl)
           end
+        end
+        if outcome == 'failed' then
+          -- the attempt that ended it, then its move to the dead-letter set
+          local err = EVENTS_MAX > 0 and error_type(blob) or ''
+          emit(prefix, 'failed', id, task, attempt, now, 'worker', worker, 'duration_ms', ran,
+            'error', err)
+          emit(prefix, 'dead', id, task, attempt, now, 'worker', worker, 'duration_ms', ran,
+            'error', err)
+        else
+          emit(prefix, outcome == 'complete' and 'completed' or 'aborted', id, task, attempt, now,
+            'worker', worker, 'duration_ms', ran)
         end
       end
       out[#out + 1] = 1
@@ -991,6 +1103,7 @@ local function cron_fire(keys, args)
   if lock ~= '' then redis.call('HSET', jkey, 'u', lock) end
   kcall(prefix, 'LPUSH', prefix .. 'ready', id)
   signal(prefix)
+  emit(prefix, 'enqueued', id, EVENTS_MAX > 0 and task_of(payload) or '', 0, now)
   return {'fired', now}
 end
 
@@ -1014,11 +1127,12 @@ local function abort(keys, args)
   local prefix, id, ttl = keys[1], args[1], tonumber(args[2])
   if not ttl then return redis.error_reply('ERR abort: malformed ttl') end
   local jkey = prefix .. 'j:' .. id
-  local f = read_job(prefix, jkey, {'s', 'wt'})
+  local f = read_job(prefix, jkey, {'s', 'wt', 'a', 'd'})
   local status = f and f[1]
   if status == 'queued' or status == 'scheduled' then
-    local waiters = f[2]
-    redis.call('HSET', jkey, 's', 'aborted', 'et', now_ms())
+    local waiters, now = f[2], now_ms()
+    redis.call('HSET', jkey, 's', 'aborted', 'et', now)
+    emit(prefix, 'aborted', id, EVENTS_MAX > 0 and task_of(f[4]) or '', f[3] or 0, now)
     kcall(prefix, 'HINCRBY', prefix .. 'stats', 'aborted', 1)
     notify(prefix, id, jkey, 'aborted', '', waiters)
     if waiters then redis.call('HDEL', jkey, 'wt') end
@@ -1116,16 +1230,18 @@ local function requeue(keys, args)
   local prefix = keys[1]
   local dead = prefix .. 'dead'
   local n = 0
+  local now = now_ms()
   for _, id in ipairs(args) do
     local jkey = prefix .. 'j:' .. id
-    local f, why = read_job(prefix, jkey, {'s'})
+    local f, why = read_job(prefix, jkey, {'s', 'd'})
     -- a job in another state keeps its entry: requeueing it would run it twice
     if (f and f[1] == 'failed') or why then
       if kcall(prefix, 'ZREM', dead, id) == 1 then
         if f then
-          redis.call('HSET', jkey, 's', 'queued', 'a', 0)
-          redis.call('HDEL', jkey, 'l', 'e', 'et', 'st', 'ab', 'k', 'w', 'due')
+          redis.call('HSET', jkey, 's', 'queued', 'a', 0, 'due', now)
+          redis.call('HDEL', jkey, 'l', 'e', 'et', 'st', 'ab', 'k', 'w')
           kcall(prefix, 'LPUSH', prefix .. 'ready', id)
+          emit(prefix, 'enqueued', id, EVENTS_MAX > 0 and task_of(f[2]) or '', 0, now)
           n = n + 1
         elseif why == 'missing' then
           stray(prefix, 'dead', id, 'dead entry names no job')
@@ -1155,10 +1271,19 @@ local function purge(keys, args)
   return n
 end
 
+-- Every Function's first argument is the event stream's cap (EVENTS_MAX), taken
+-- off before the Function sees its own: checked first, it fails nothing half way.
 local function register(name, fn, flags)
   redis.register_function{
     function_name = 'aq___VERSION___' .. name,
-    callback = fn,
+    callback = function(keys, args)
+      local raw = table.remove(args, 1)
+      if not raw or #raw > 12 or not string.find(raw, '^%d+$') then
+        return redis.error_reply('ERR ' .. name .. ': malformed event stream length')
+      end
+      EVENTS_MAX, EVENTS_ARG, now_n = tonumber(raw), raw, nil
+      return fn(keys, args)
+    end,
     flags = flags or {},
   }
 end

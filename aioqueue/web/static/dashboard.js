@@ -7,12 +7,14 @@
   var FEED_MAX = 50;
   // the state a job is in after each event (events of other states leave it)
   var STATE_AFTER = {
-    enqueued: "ready", retried: "ready", reclaimed: "ready", scheduled: "scheduled",
+    enqueued: "ready", retried: "ready", reclaimed: "ready", released: "ready",
+    scheduled: "scheduled",
     started: "active", completed: "completed", dead: "dead", failed: "dead",
     aborted: "", set_aside: ""
   };
   var STATUS_AFTER = {
-    enqueued: "queued", retried: "queued", reclaimed: "queued", scheduled: "scheduled",
+    enqueued: "queued", retried: "queued", reclaimed: "queued", released: "queued",
+    scheduled: "scheduled",
     started: "active", completed: "complete", dead: "failed", failed: "failed",
     aborted: "aborted", set_aside: "set aside"
   };
