@@ -22,6 +22,11 @@ from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
 from aioqueue import __version__
+
+try:  # the API's stand-in until the app sets a MeterProvider: private to the API
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
+except ImportError:  # pragma: no cover - a later API that moved it: measure always
+    _ProxyMeterProvider = type(None)  # type: ignore[misc,assignment]
 from aioqueue.middleware import Attempt, AttemptResult, Enqueue, Message, Middleware
 from aioqueue.otel import _names as n
 from aioqueue.otel._metrics import Instruments
@@ -62,6 +67,7 @@ class OpenTelemetryMiddleware(Middleware):
         self.parent = parent
         self.create_spans = create_spans
         self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
         self._tracer = trace.get_tracer(
             "aioqueue.otel",
             __version__,
@@ -78,12 +84,19 @@ class OpenTelemetryMiddleware(Middleware):
         provider = self._tracer_provider or trace.get_tracer_provider()
         return not isinstance(provider, _SILENT)
 
+    def _measuring(self) -> bool:
+        """Whether the metrics go anywhere (the same check, for the meter provider)."""
+        provider = self._meter_provider or metrics.get_meter_provider()
+        return not isinstance(provider, _SILENT_METERS)
+
     # ---- producer side
 
     def before_enqueue(self, enqueue: Enqueue) -> None:
         """Starts the ``send`` span (and the ``create`` spans of a batch); writes the
         creation context into each job's headers."""
         if not self._tracing():
+            if self._measuring():
+                enqueue.state[_SEND] = None  # measured, not traced
             return
         messages = enqueue.messages
         many = enqueue.many
@@ -142,6 +155,9 @@ class OpenTelemetryMiddleware(Middleware):
 
     def after_enqueue(self, enqueue: Enqueue, error: BaseException | None) -> None:
         """Ends the ``send`` span (failed when the call raised); counts the jobs sent."""
+        sent = enqueue.state.pop(_SEND, _ABSENT)
+        if sent is _ABSENT:
+            return  # neither traced nor measured
         elapsed = time.perf_counter() - enqueue.started
         queue = _common_queue(enqueue.messages)
         attributes: dict[str, str] = {n.MESSAGING_SYSTEM: n.SYSTEM, n.OPERATION_NAME: "send"}
@@ -150,7 +166,6 @@ class OpenTelemetryMiddleware(Middleware):
         kind = n.error_type_of(error) if error is not None else None
         if kind is not None:
             attributes[n.ERROR_TYPE] = kind
-        sent = enqueue.state.pop(_SEND, None)
         if sent is not None:
             span, token, start = sent
             context.detach(token)
@@ -166,9 +181,12 @@ class OpenTelemetryMiddleware(Middleware):
     def before_attempt(self, attempt: Attempt) -> None:
         """Starts the attempt's ``process`` span, linked to (or, with ``parent``, a child
         of) the creation context in its headers, and makes it current for the task."""
-        self._metrics.consumed.add(1, _consumer_attributes(attempt, "process"))
         if not self._tracing():
+            if self._measuring():
+                attempt.state[_PROCESS] = None  # measured, not traced
+                self._metrics.consumed.add(1, _consumer_attributes(attempt, "process"))
             return
+        self._metrics.consumed.add(1, _consumer_attributes(attempt, "process"))
         creation = propagate.extract(attempt.headers)
         created = trace.get_current_span(creation).get_span_context()
         links = [Link(created)] if created.is_valid else []
@@ -204,13 +222,15 @@ class OpenTelemetryMiddleware(Middleware):
 
     def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
         """Ends the ``process`` span with the attempt's outcome and error, if any."""
+        begun = attempt.state.pop(_PROCESS, _ABSENT)
+        if begun is _ABSENT:
+            return  # neither traced nor measured
         elapsed = time.perf_counter() - attempt.started
         attributes = _consumer_attributes(attempt, "process")
         failed = n.attempt_error(result)
         if failed is not None:
             attributes[n.ERROR_TYPE] = failed[0]
         self._metrics.process_duration.record(elapsed, attributes)
-        begun = attempt.state.pop(_PROCESS, None)
         settle: tuple[Any, ...] = (None, (), 0)
         if begun is not None:
             span, token, start, creation = begun
@@ -260,6 +280,8 @@ class OpenTelemetryMiddleware(Middleware):
 
 
 _SILENT = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_SILENT_METERS: tuple[type, ...] = (metrics.NoOpMeterProvider, _ProxyMeterProvider)
+_ABSENT = object()
 
 
 def _epoch_ns(started: float) -> int:
