@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 import anyio
 import pytest
 import structlog
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from aioqueue import Queue, Worker, current_job, task
+from aioqueue import Queue, QueueFull, Worker, current_job, task
 from aioqueue.middleware import Attempt, AttemptResult, Middleware
 from aioqueue.otel import AioqueueInstrumentor, OpenTelemetryMiddleware, add_trace_ids
 from tests.conftest import running
@@ -417,3 +417,44 @@ async def test_a_jobs_log_lines_carry_its_attempts_trace_and_span_ids(
         assert line["span_id"] == format(process.context.span_id, "016x"), name
     (started,) = [e for e in captured if e["event"] == "worker.started"]
     assert "trace_id" not in started  # no span around the worker itself
+
+
+async def test_an_enqueue_that_raises_ends_its_send_span_failed(
+    redis_url: str, queue_name: str, provider: TracerProvider, recorder: Recorder
+) -> None:
+    middleware = OpenTelemetryMiddleware(tracer_provider=provider)
+    async with Queue(redis_url, name=queue_name, max_length=1, middleware=[middleware]) as queue:
+        await queue.enqueue(nothing)
+        with pytest.raises(QueueFull):
+            await queue.enqueue(nothing)
+    ok, full = named(recorder.spans, "send ")
+    assert ok.status.status_code is StatusCode.UNSET
+    assert full.status.status_code is StatusCode.ERROR
+    assert (full.attributes or {})["error.type"] == "aioqueue.errors.QueueFull"
+    assert [e.name for e in full.events] == ["exception"]
+
+
+class Seen(Middleware):
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+        self.state: list[set[str]] = []
+
+    def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
+        self.headers.append(dict(attempt.headers))
+        self.state.append(set(attempt.state))
+
+
+async def test_with_no_op_providers_no_header_is_written_and_nothing_kept(
+    redis_url: str, queue_name: str
+) -> None:
+    quiet = OpenTelemetryMiddleware(
+        tracer_provider=trace.NoOpTracerProvider(), meter_provider=metrics.NoOpMeterProvider()
+    )
+    seen = Seen()
+    worker = Worker([nothing], redis_url=redis_url, queues=[queue_name], middleware=[quiet, seen])
+    async with Queue(redis_url, name=queue_name, middleware=[quiet]) as queue:
+        job = await queue.enqueue(nothing)
+        async with running(worker):
+            await job.result(timeout=10)
+    assert seen.headers == [{}]
+    assert seen.state == [set()]
