@@ -22,14 +22,14 @@ from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
 from aioqueue import __version__
+from aioqueue.middleware import Attempt, AttemptResult, Enqueue, Message, Middleware
+from aioqueue.otel import _names as n
+from aioqueue.otel._metrics import Instruments
 
 try:  # the API's stand-in until the app sets a MeterProvider: private to the API
     from opentelemetry.metrics._internal import _ProxyMeterProvider
 except ImportError:  # pragma: no cover - a later API that moved it: measure always
     _ProxyMeterProvider = type(None)  # type: ignore[misc,assignment]
-from aioqueue.middleware import Attempt, AttemptResult, Enqueue, Message, Middleware
-from aioqueue.otel import _names as n
-from aioqueue.otel._metrics import Instruments
 
 __all__ = ["OpenTelemetryMiddleware"]
 
