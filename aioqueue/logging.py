@@ -41,6 +41,26 @@ def _printable_values(
     return event
 
 
+def add_trace_ids(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor: ``trace_id`` and ``span_id`` (hex, as trace viewers show
+    them) of the OpenTelemetry span active where the event is logged, when there is one.
+
+    ``configure`` puts it in; an app with its own structlog set-up adds it to its
+    processors. It never imports OpenTelemetry: a span can be active only in a process
+    that imported it, so until then each event costs one dict lookup.
+    """
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return event
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        event.setdefault("trace_id", format(span.trace_id, "032x"))
+        event.setdefault("span_id", format(span.span_id, "016x"))
+    return event
+
+
 def configure(*, fmt: str = "console", level: str = "info") -> None:
     """JSON lines (``fmt='json'``) for production, coloured lines for a terminal."""
     last: list[structlog.types.Processor]
@@ -51,6 +71,7 @@ def configure(*, fmt: str = "console", level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

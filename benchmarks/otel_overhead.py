@@ -1,0 +1,174 @@
+"""What OpenTelemetry costs aioqueue: no-op throughput with tracing off and on, one run.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/otel_overhead.py [--jobs 20000] [--reps 5]
+
+Starts its own redis-server (loopback TCP). Each repetition runs every mode, in turn
+(starting with another mode each time), on the same Redis, so that they share the
+machine's state:
+
+- off: no middleware (the core path);
+- bare: a middleware with the same hooks doing nothing (what the seam itself costs);
+- noop: ``OpenTelemetryMiddleware`` with the API's no-op tracer and meter providers
+  (what an app that installs the extra but configures no SDK gets);
+- sdk: the SDK's TracerProvider (always sampling, a BatchSpanProcessor whose exporter
+  drops the spans) and MeterProvider (an in-memory reader, never read): every span
+  and measurement made for real, nothing exported.
+
+Two figures per mode: the worker (``--jobs`` no-op jobs queued beforehand with
+``enqueue_many``, then one in-process burst Worker, concurrency 100, drains them:
+process + settle spans) and the producer (``--jobs // 4`` awaited ``enqueue`` calls
+one after another: send spans). For each: the median rate, and the median CPU time of
+this process per job (steadier than the rate on a shared machine), each with its
+ratio to off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from opentelemetry import metrics, trace  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import (  # noqa: E402
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+import aioqueue.logging  # noqa: E402
+from aioqueue import Queue, Worker  # noqa: E402
+from aioqueue.middleware import Middleware  # noqa: E402
+from aioqueue.otel import OpenTelemetryMiddleware  # noqa: E402
+from tests import tasks  # noqa: E402
+from tests.redis_server import RedisServer, free_port  # noqa: E402
+
+
+class Dropped(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def sdk_middleware() -> OpenTelemetryMiddleware:
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return OpenTelemetryMiddleware(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+
+class Bare(Middleware):
+    """The same hooks doing nothing: what the seam itself costs."""
+
+    def before_enqueue(self, enqueue: Any) -> None:
+        pass
+
+    def after_enqueue(self, enqueue: Any, error: Any) -> None:
+        pass
+
+    def before_attempt(self, attempt: Any) -> None:
+        pass
+
+    def after_attempt(self, attempt: Any, result: Any) -> None:
+        pass
+
+    def on_settled(self, attempt: Any, result: Any) -> None:
+        pass
+
+
+MODES: dict[str, Any] = {
+    "off": lambda: [],
+    "bare": lambda: [Bare()],
+    "noop": lambda: [
+        OpenTelemetryMiddleware(
+            tracer_provider=trace.NoOpTracerProvider(), meter_provider=metrics.NoOpMeterProvider()
+        )
+    ],
+    "sdk": lambda: [sdk_middleware()],
+}
+
+
+Figure = tuple[float, float]  # (jobs or calls per second, this process's CPU us per job)
+
+
+async def worker_rate(url: str, queue_name: str, jobs: int, middleware: list[Any]) -> Figure:
+    async with Queue(url, name=queue_name, middleware=middleware) as queue:
+        for start in range(0, jobs, 5000):
+            calls = [tasks.add.call(i, 1) for i in range(start, min(jobs, start + 5000))]
+            await queue.enqueue_many(calls)
+    worker = Worker(
+        [tasks.add],
+        redis_url=url,
+        queues=[queue_name],
+        concurrency=100,
+        burst=True,
+        middleware=middleware,
+    )
+    c0, t0 = time.process_time(), time.perf_counter()
+    await worker.run()
+    return jobs / (time.perf_counter() - t0), (time.process_time() - c0) / jobs * 1e6
+
+
+async def producer_rate(url: str, queue_name: str, calls: int, middleware: list[Any]) -> Figure:
+    async with Queue(url, name=queue_name, middleware=middleware) as queue:
+        await queue.enqueue(tasks.add, 0, 0)  # connected and the Functions loaded
+        c0, t0 = time.process_time(), time.perf_counter()
+        for i in range(calls):
+            await queue.enqueue(tasks.add, i, 1)
+        return calls / (time.perf_counter() - t0), (time.process_time() - c0) / calls * 1e6
+
+
+async def main(jobs: int, reps: int) -> None:
+    aioqueue.logging.configure(level="warning")
+    server = RedisServer(port=free_port())
+    server.start()
+    results: dict[str, dict[str, list[Figure]]] = {m: {"worker": [], "producer": []} for m in MODES}
+    names = list(MODES)
+    try:
+        for rep in range(reps):
+            # each repetition starts with another mode: none always runs first or last
+            for mode in names[rep % len(names) :] + names[: rep % len(names)]:
+                name = f"bench-{mode}-{rep}"
+                results[mode]["worker"].append(
+                    await worker_rate(server.url, name, jobs, MODES[mode]())
+                )
+                results[mode]["producer"].append(
+                    await producer_rate(server.url, f"{name}-p", jobs // 4, MODES[mode]())
+                )
+            print(f"rep {rep + 1}/{reps} done", flush=True)
+    finally:
+        server.cleanup()
+    print(f"\n{jobs} jobs per worker run, {jobs // 4} enqueue calls per producer run, {reps} reps;")
+    print("median rate (ratio to off), median CPU of this process per job (ratio to off)")
+    off = {
+        figure: [statistics.median(f[i] for f in results["off"][figure]) for i in (0, 1)]
+        for figure in ("worker", "producer")
+    }
+    for mode in MODES:
+        line = [f"{mode:>5}:"]
+        for figure in ("worker", "producer"):
+            rate = statistics.median(f[0] for f in results[mode][figure])
+            cpu = statistics.median(f[1] for f in results[mode][figure])
+            line.append(
+                f"{figure} {rate:8,.0f}/s ({rate / off[figure][0]:.3f})"
+                f" {cpu:5.1f} us ({cpu / off[figure][1]:.3f})"
+            )
+        print("  ".join(line))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=20_000)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args()
+    uvloop.run(main(args.jobs, args.reps))
