@@ -21,6 +21,7 @@ PUBLIC_MODULES = {
     "aioqueue.errors",
     "aioqueue.logging",
     "aioqueue.middleware",
+    "aioqueue.prometheus",
     "aioqueue.serializers",
     "aioqueue.task",
     "aioqueue.testing",
