@@ -51,12 +51,20 @@ OUTCOMES = ("complete", "retried", "failed", "timeout", "dead", "aborted")
 """The ``outcome`` label of ``aioqueue_jobs_finished``: an attempt handed back at
 shutdown (released) or whose lease went to another worker (lost) did not finish."""
 
-UNKNOWN_TASK = "(unknown)"  # a task the worker does not have: its name came from Redis
-# seconds; jobs from a no-op to an hour, enqueues from a loopback round trip to a stall
-JOB_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
-JOB_BUCKETS += (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
-ENQUEUE_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01)
-ENQUEUE_BUCKETS += (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+UNKNOWN_TASK = "(unknown)"
+"""The ``task`` label of a job whose task the worker does not have: its name came from
+Redis, not from code, so it is not made a label of its own (there could be any number)."""
+# seconds: jobs from a no-op to an hour, enqueues from a loopback round trip to a stall
+JOB_BUCKETS: tuple[float, ...] = (
+    *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    *(30.0, 60.0, 120.0, 300.0, 900.0, 3600.0),
+)
+"""Bucket bounds (seconds) of the job duration and wait histograms."""
+ENQUEUE_BUCKETS: tuple[float, ...] = (
+    *(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+    *(0.25, 0.5, 1.0, 2.5),
+)
+"""Bucket bounds (seconds) of the enqueue duration histogram."""
 _SCRAPE_TIMEOUT = 5.0  # a scrape answers redis_up 0 rather than hang on a lost Redis
 _T = TypeVar("_T")
 
@@ -166,28 +174,32 @@ class PrometheusMiddleware(Middleware):
     # -- the worker -------------------------------------------------------------------
 
     def on_worker_start(self, worker: WorkerInfo) -> None:
+        """Adds the worker's concurrency to the capacity; learns its task names."""
         self._tasks = (self._tasks or set()) | set(worker.tasks)
         self._m.capacity.inc(worker.concurrency)
 
     def on_worker_stop(self, worker: WorkerInfo) -> None:
+        """Takes the worker's concurrency off the capacity."""
         self._m.capacity.dec(worker.concurrency)
 
     def _of(self, queue: str, task: str) -> _Series:
         series = self._series.get((queue, task))
         if series is None:
+            # names the worker lacks share one key: a dict of them would grow without bound
             label = task if self._tasks is None or task in self._tasks else UNKNOWN_TASK
-            m = self._m
-            series = _Series(
-                m.started.labels(queue, label),
-                m.duration.labels(queue, label),
-                m.wait.labels(queue, label),
-                {o: m.finished.labels(queue, label, o) for o in OUTCOMES},
-            )
-            if label != UNKNOWN_TASK:  # unknown names are not kept: they are unbounded
-                self._series[queue, task] = series
+            series = self._series.get((queue, label))
+            if series is None:
+                m = self._m
+                series = self._series[queue, label] = _Series(
+                    m.started.labels(queue, label),
+                    m.duration.labels(queue, label),
+                    m.wait.labels(queue, label),
+                    {o: m.finished.labels(queue, label, o) for o in OUTCOMES},
+                )
         return series
 
     def before_attempt(self, attempt: Attempt) -> None:
+        """Counts the start, a busy slot, and the wait when it is known."""
         series = self._of(attempt.queue, attempt.task)
         series.started.inc()
         self._m.busy.inc()
@@ -195,6 +207,7 @@ class PrometheusMiddleware(Middleware):
             series.wait.observe(max(0.0, attempt.wait))
 
     def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
+        """Frees the slot; counts the outcome and the duration of a finished attempt."""
         self._m.busy.dec()
         series = self._of(attempt.queue, attempt.task)
         finished = series.finished.get(result.outcome)
@@ -205,6 +218,7 @@ class PrometheusMiddleware(Middleware):
     # -- the producer -----------------------------------------------------------------
 
     def after_enqueue(self, enqueue: Enqueue, error: BaseException | None) -> None:
+        """Counts the call's duration, then each job enqueued, or the error by its type."""
         m = self._m
         m.enqueue_duration.labels(enqueue.queue).observe(time.perf_counter() - enqueue.started)
         if error is not None:
@@ -246,9 +260,11 @@ class QueueCollector(Collector):
         self._admin: Admin | None = None
 
     def describe(self) -> list[Metric]:
-        return list(self._families(lambda: None).values())  # names only: no Redis at register
+        """The families, without reading Redis (a registry asks when it registers)."""
+        return list(self._families(lambda: None).values())
 
     def collect(self) -> Iterable[Metric]:
+        """Reads every queue once, within ``timeout``; only ``redis_up`` 0 when that fails."""
         try:
             read = self._call(self._read()).result(self.timeout)
         except Exception:  # unreachable, refused, timed out: the scrape still answers

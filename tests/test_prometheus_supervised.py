@@ -156,3 +156,38 @@ def test_supervised_metrics_sum_every_child_and_the_killed_one(
     assert value(samples, "aioqueue_queue_latency_seconds", **q) == 0
     assert value(samples, "aioqueue_redis_up") == 1
     assert_no_job_ids(samples, first + holds + second)
+
+
+def test_one_process_serves_its_own_metrics_with_processes_0(
+    redis_url: str, queue_name: str
+) -> None:
+    sup = Supervised(
+        ["--processes", "0", "--concurrency", "7", "--metrics-port", "0"],
+        redis_url=redis_url,
+        queue=queue_name,
+        target="tests.metrics_app:worker",
+        env={"AIOQUEUE_METRICS_HOST": "127.0.0.1"},
+    )
+    try:
+        (serving,) = sup.wait_for("metrics.serving")
+        assert serving["dir"] is None and serving["host"] == "127.0.0.1"
+        ids = enqueue(redis_url, queue_name, [app.ok.call() for _ in range(20)])
+        ids += enqueue(redis_url, queue_name, [app.flaky.call() for _ in range(5)])
+        _settle(redis_url, queue_name, ids)
+        samples = scrape(serving["port"])
+    finally:
+        sup.send(signal.SIGTERM)
+        code = sup.wait()
+        sup.close()
+    assert code == 0
+    q = {"queue": queue_name}
+    assert by(samples, "aioqueue_jobs_finished_total", "outcome", **q) == {
+        "complete": 25,
+        "retried": 5,
+    }
+    assert value(samples, "aioqueue_jobs_started_total", **q) == 30
+    assert value(samples, "aioqueue_worker_capacity") == 7
+    assert by(samples, "aioqueue_queue_jobs", "state", **q) == {}
+    assert value(samples, "aioqueue_redis_up") == 1
+    assert value(samples, "process_cpu_seconds_total") > 0  # this process's own registry
+    assert_no_job_ids(samples, ids)
