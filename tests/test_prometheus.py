@@ -81,11 +81,11 @@ def test_enqueues_and_failed_enqueues_are_counted_per_queue() -> None:
     registry = CollectorRegistry()
     mw = PrometheusMiddleware(registry)
     batch = Enqueue(
-        [Message("q", "t", f"id{i}", {}, 0.0) for i in range(3)], {}, time.perf_counter()
+        [Message("q", "t", f"id{i}", {}, 0.0) for i in range(3)], True, time.perf_counter()
     )
     mw.after_enqueue(batch, None)
-    mw.after_enqueue(Enqueue([Message("q", "u", "x", {}, 0.0)], {}, time.perf_counter()), None)
-    failed = Enqueue([Message("q", "t", "y", {}, 0.0)], {}, time.perf_counter())
+    mw.after_enqueue(Enqueue([Message("q", "u", "x", {}, 0.0)], False, time.perf_counter()), None)
+    failed = Enqueue([Message("q", "t", "y", {}, 0.0)], False, time.perf_counter())
     mw.after_enqueue(failed, ConnectionError("gone"))
     samples = parse(generate_latest(registry).decode())
     assert by(samples, "aioqueue_jobs_enqueued_total", "task") == {"t": 3, "u": 1}
