@@ -1,14 +1,17 @@
 """What Prometheus metrics cost: no-op job throughput with ``--metrics-port`` and without,
 in the same run, rounds interleaved (off, on, off, on, ...) so drift hits both alike.
 
-    .venv/bin/python benchmarks/metrics_overhead.py [--jobs 50000] [--rounds 3]
+    .venv/bin/python benchmarks/metrics_overhead.py [--jobs 30000] [--rounds 5]
 
 Each round: a backlog of no-op jobs, one ``aioqueue run`` (uvloop), timed from the
 first completion to the last (start-up not counted). Two forms: ``--processes 0``
 (the middleware counts in memory) and ``--processes 1`` (a supervised child counts
 into prometheus_client's multiprocess files). With metrics on, /metrics is scraped
 after the round and must count every job, so the "on" rounds really counted.
-Prints each round and the median ratio on/off per form. Starts its own redis-server.
+Each round gives the wall-clock rate and the worker's CPU per job (its process tree, from
+/proc: the steadier figure when other work shares the machine). Prints each round and,
+per form, the medians over the pairs of adjacent rounds of on/off. Starts its own
+redis-server.
 """
 
 from __future__ import annotations
@@ -52,6 +55,19 @@ def start_worker(url: str, queue: str, processes: int, port: int | None) -> subp
     return subprocess.Popen(cmd, env=env)
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except (OSError, ValueError):
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(tree_cpu(k) for k in kids)
+
+
 def counted(port: int, queue: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
         text = reply.read().decode()
@@ -63,7 +79,10 @@ def counted(port: int, queue: str) -> float:
     )
 
 
-async def round_(url: str, n: int, processes: int, metrics: bool, label: str) -> float:
+async def round_(
+    url: str, n: int, processes: int, metrics: bool, label: str
+) -> tuple[float, float]:
+    """(jobs/s, CPU microseconds per job) of one round."""
     queue_name = f"overhead-{label}"
     async with Queue(url, name=queue_name) as queue:
         for start in range(0, n, 2000):
@@ -75,17 +94,18 @@ async def round_(url: str, n: int, processes: int, metrics: bool, label: str) ->
     try:
         while int(await r.hget(stats, "complete") or 0) == 0:
             await anyio.sleep(0.001)
-        t0, c0 = time.perf_counter(), int(await r.hget(stats, "complete") or 0)
+        t0, cpu0 = time.perf_counter(), tree_cpu(proc.pid)
+        c0 = int(await r.hget(stats, "complete") or 0)
         while int(await r.hget(stats, "complete") or 0) < n:
             await anyio.sleep(0.005)
         rate = (n - c0) / (time.perf_counter() - t0)
+        cpu_us = (tree_cpu(proc.pid) - cpu0) / (n - c0) * 1e6
         if port is not None:
             got = await anyio.to_thread.run_sync(counted, port, queue_name)
             assert got == n, f"/metrics counted {got} of {n} jobs"
-        print(
-            f"  processes={processes} metrics={'on ' if metrics else 'off'} {rate:>10,.0f} jobs/s"
-        )
-        return rate
+        on = "on " if metrics else "off"
+        print(f"  processes={processes} metrics={on} {rate:>8,.0f} jobs/s {cpu_us:6.1f} us CPU/job")
+        return rate, cpu_us
     finally:
         proc.terminate()
         proc.wait()
@@ -94,24 +114,23 @@ async def round_(url: str, n: int, processes: int, metrics: bool, label: str) ->
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--jobs", type=int, default=50_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=30_000)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     server = RedisServer()
     server.start()
     try:
         for processes in (0, 1):
-            rates: dict[bool, list[float]] = {False: [], True: []}
+            rate_ratios, cpu_ratios = [], []
             for i in range(args.rounds):
-                for metrics in (False, True):
-                    label = f"{processes}-{i}-{int(metrics)}"
-                    rates[metrics].append(
-                        await round_(server.url, args.jobs, processes, metrics, label)
-                    )
-            off, on = statistics.median(rates[False]), statistics.median(rates[True])
+                off = await round_(server.url, args.jobs, processes, False, f"{processes}-{i}-0")
+                on = await round_(server.url, args.jobs, processes, True, f"{processes}-{i}-1")
+                rate_ratios.append(on[0] / off[0])
+                cpu_ratios.append(on[1] / off[1])
             print(
-                f"processes={processes}: off {off:,.0f} jobs/s, on {on:,.0f} jobs/s,"
-                f" on/off {on / off:.3f} (median of {args.rounds}, {args.jobs} jobs each)"
+                f"processes={processes}: throughput on/off {statistics.median(rate_ratios):.3f},"
+                f" CPU per job on/off {statistics.median(cpu_ratios):.3f}"
+                f" (medians of {args.rounds} pairs, {args.jobs} jobs each)"
             )
     finally:
         server.cleanup()

@@ -114,9 +114,7 @@ def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:
     use_uvloop = not opts.no_uvloop
     if opts.child:
         if os.environ.get(METRICS_DIR_ENV):  # the supervisor serves what this process counts
-            from aioqueue.prometheus import PrometheusMiddleware
-
-            worker.add_middleware(PrometheusMiddleware())
+            _count_metrics(worker)
         fd = int(os.environ[CONTROL_FD_ENV])
         anyio.run(run_supervised, worker, fd, backend_options={"use_uvloop": use_uvloop})
         return 0
@@ -145,9 +143,7 @@ def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:
             )
             child_env.update(metrics.start())
             if processes == 0:
-                from aioqueue.prometheus import PrometheusMiddleware
-
-                worker.add_middleware(PrometheusMiddleware())
+                _count_metrics(worker)
         if processes == 0:
             run_worker(worker, use_uvloop=use_uvloop)
             return 0
@@ -174,6 +170,14 @@ def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:
             metrics.close()
         if dev is not None:
             dev.stop()
+
+
+def _count_metrics(worker: Worker) -> None:
+    """Adds PrometheusMiddleware, unless the worker has one already (it would count twice)."""
+    from aioqueue.prometheus import PrometheusMiddleware
+
+    if not any(isinstance(m, PrometheusMiddleware) for m in worker.middleware):
+        worker.add_middleware(PrometheusMiddleware())
 
 
 def _size(text: str | None) -> int | None:
