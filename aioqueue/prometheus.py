@@ -18,21 +18,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping, Sequence
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
-import anyio.to_thread
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from aioqueue._admin.stats import QueueGauges, gauges
+from aioqueue._prometheus.asgi import default_registry, metrics_app
+from aioqueue._prometheus.batched import Batcher, Series
 from aioqueue.admin import Admin
 from aioqueue.middleware import Attempt, AttemptResult, Enqueue, Middleware, WorkerInfo
 
@@ -124,6 +122,7 @@ class _Metrics:
             buckets=ENQUEUE_BUCKETS,
             registry=registry,
         )
+        self.batch = Batcher(self.busy)  # the job hooks' counts, handed over once per loop pass
 
 
 _made: dict[int, tuple[CollectorRegistry, _Metrics]] = {}
@@ -139,14 +138,7 @@ def _metrics_of(registry: CollectorRegistry) -> _Metrics:
         return found[1]
 
 
-@dataclass(slots=True)
-class _Series:
-    """The label children of one (queue, task), looked up once instead of per job."""
-
-    started: Any
-    duration: Any
-    wait: Any
-    finished: dict[str, Any]
+_OUTCOME_INDEX = {outcome: i for i, outcome in enumerate(OUTCOMES)}
 
 
 class PrometheusMiddleware(Middleware):
@@ -167,7 +159,7 @@ class PrometheusMiddleware(Middleware):
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._m = _metrics_of(REGISTRY if registry is None else registry)
-        self._series: dict[tuple[str, str], _Series] = {}
+        self._series: dict[tuple[str, str], Series] = {}
         self._enqueued: dict[tuple[str, str], Any] = {}
         self._tasks: set[str] | None = None  # None until a worker starts: any name
 
@@ -179,41 +171,52 @@ class PrometheusMiddleware(Middleware):
         self._m.capacity.inc(worker.concurrency)
 
     def on_worker_stop(self, worker: WorkerInfo) -> None:
-        """Takes the worker's concurrency off the capacity."""
+        """Takes the worker's concurrency off the capacity; hands over what is counted."""
         self._m.capacity.dec(worker.concurrency)
+        self._m.batch.flush()
 
-    def _of(self, queue: str, task: str) -> _Series:
-        series = self._series.get((queue, task))
+    def _of(self, queue: str, task: str) -> Series:
+        # names the worker lacks share one key: a dict of them would grow without bound
+        label = task if self._tasks is None or task in self._tasks else UNKNOWN_TASK
+        series = self._series.get((queue, label))
         if series is None:
-            # names the worker lacks share one key: a dict of them would grow without bound
-            label = task if self._tasks is None or task in self._tasks else UNKNOWN_TASK
-            series = self._series.get((queue, label))
-            if series is None:
-                m = self._m
-                series = self._series[queue, label] = _Series(
-                    m.started.labels(queue, label),
-                    m.duration.labels(queue, label),
-                    m.wait.labels(queue, label),
-                    {o: m.finished.labels(queue, label, o) for o in OUTCOMES},
-                )
+            m = self._m
+            series = self._series[queue, label] = Series(
+                m.started.labels(queue, label),
+                [m.finished.labels(queue, label, o) for o in OUTCOMES],
+                m.duration.labels(queue, label),
+                m.wait.labels(queue, label),
+            )
         return series
+
+    # The two hooks every job runs: ints and lists only (see aioqueue._batched).
 
     def before_attempt(self, attempt: Attempt) -> None:
         """Counts the start, a busy slot, and the wait when it is known."""
-        series = self._of(attempt.queue, attempt.task)
-        series.started.inc()
-        self._m.busy.inc()
-        if attempt.wait is not None:
-            series.wait.observe(max(0.0, attempt.wait))
+        series = self._series.get((attempt.queue, attempt.task)) or self._of(
+            attempt.queue, attempt.task
+        )
+        series.started += 1
+        batch = self._m.batch
+        batch.busy += 1
+        wait = attempt.wait
+        if wait is not None:
+            wait = max(0.0, wait)
+            series.wait.add(bisect_left(JOB_BUCKETS, wait), wait)
+        batch.touch(series)
 
     def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
         """Frees the slot; counts the outcome and the duration of a finished attempt."""
-        self._m.busy.dec()
-        series = self._of(attempt.queue, attempt.task)
-        finished = series.finished.get(result.outcome)
-        if finished is not None:  # released and lost attempts did not finish
-            finished.inc()
-            series.duration.observe(result.duration)
+        series = self._series.get((attempt.queue, attempt.task)) or self._of(
+            attempt.queue, attempt.task
+        )
+        batch = self._m.batch
+        batch.busy -= 1
+        index = _OUTCOME_INDEX.get(result.outcome)
+        if index is not None:  # released and lost attempts did not finish
+            series.finished[index] += 1
+            series.duration.add(bisect_left(JOB_BUCKETS, result.duration), result.duration)
+        batch.touch(series)
 
     # -- the producer -----------------------------------------------------------------
 
@@ -346,50 +349,3 @@ def _fill(families: dict[str, Any], read: list[tuple[str, QueueGauges]]) -> None
         families["latency"].add_metric([queue], (g.latency_ms or 0) / 1000)
         if g.reclaimed is not None:
             families["reclaims"].add_metric([queue], float(g.reclaimed))
-
-
-_ASGIApp = Callable[
-    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-    Awaitable[None],
-]
-
-
-def default_registry() -> CollectorRegistry:
-    """prometheus_client's default registry; in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
-    set, e.g. several web server processes) a registry of every process's files."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not path:
-        return REGISTRY
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
-    return registry
-
-
-def metrics_app(registry: CollectorRegistry | None = None) -> _ASGIApp:
-    """An ASGI app that serves ``registry`` (``default_registry()`` when None) in the
-    Prometheus text format (OpenMetrics when the scraper asks for it), to mount on a
-    web app's own path: ``app.mount("/metrics", metrics_app())``. The registry is read
-    in a worker thread, so a collector that waits on Redis never blocks the app."""
-    served = default_registry() if registry is None else registry
-
-    async def app(
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[Any]],
-        send: Callable[[Any], Awaitable[None]],
-    ) -> None:
-        if scope["type"] == "lifespan":  # served alone (uvicorn): nothing to start or stop
-            while True:
-                kind = (await receive())["type"]
-                if kind == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif kind == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        accept = ",".join(v.decode("latin-1") for k, v in scope["headers"] if k == b"accept")
-        encoder, content_type = choose_encoder(accept)
-        body = await anyio.to_thread.run_sync(encoder, served)
-        headers = [(b"content-type", content_type.encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    return app
