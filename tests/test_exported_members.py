@@ -22,6 +22,7 @@ PUBLIC_MODULES = {
     "aioqueue.logging",
     "aioqueue.middleware",
     "aioqueue.otel",
+    "aioqueue.prometheus",
     "aioqueue.serializers",
     "aioqueue.task",
     "aioqueue.testing",

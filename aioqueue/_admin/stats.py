@@ -29,7 +29,17 @@ from aioqueue.admin import Admin
 from aioqueue.cron import _zone
 from aioqueue.errors import ConfigurationError
 
-__all__ = ["CronEntry", "Minute", "WorkerRow", "crons", "history", "latency_ms", "workers"]
+__all__ = [
+    "CronEntry",
+    "Minute",
+    "QueueGauges",
+    "WorkerRow",
+    "crons",
+    "gauges",
+    "history",
+    "latency_ms",
+    "workers",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +98,11 @@ async def latency_ms(admin: Admin, queue: str, now_ms: int) -> int | None:
         pipe.lindex(keys.ready, -1)
         pipe.lindex(keys.cpu, -1)
         oldest = await pipe.execute(raise_on_error=False)
+    return await _waited_ms(admin, keys, oldest, now_ms)
+
+
+async def _waited_ms(admin: Admin, keys: QueueKeys, oldest: list[Any], now_ms: int) -> int | None:
+    """How long the oldest of the ids at the tails (LINDEX replies) has waited."""
     ids = [decoded(i) for i in oldest if isinstance(i, bytes)]
     if not ids:
         return None
@@ -101,6 +116,41 @@ async def latency_ms(admin: Admin, queue: str, now_ms: int) -> int | None:
         if q is not None
     ]
     return max(0, now_ms - min(since)) if since else None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueGauges:
+    """One queue read for a metrics scrape; None where a key holds garbage."""
+
+    queued: int | None
+    scheduled: int | None
+    active: int | None
+    failed: int | None
+    reclaimed: int | None  # expired leases taken back, by every claim and heartbeat
+    latency_ms: int | None  # the oldest ready job's wait; None when none waits
+
+
+async def gauges(admin: Admin, queue: str, now_ms: int) -> QueueGauges:
+    """Depths (as ``Admin.queue`` counts them), reclaimed leases and latency: two round trips."""
+    keys = QueueKeys(queue)
+    async with admin.redis.pipeline(transaction=False) as pipe:
+        pipe.llen(keys.ready)
+        pipe.llen(keys.cpu)
+        pipe.zcard(keys.sched)
+        pipe.zcard(keys.active)
+        pipe.zcard(keys.dead)
+        pipe.hget(keys.stats, "reaped")
+        pipe.lindex(keys.ready, -1)
+        pipe.lindex(keys.cpu, -1)
+        replies = await pipe.execute(raise_on_error=False)
+    ready, aside, sched, active, dead = (
+        None if isinstance(r, Exception) else as_int(r) for r in replies[:5]
+    )
+    queued = None if ready is None else ready + (aside or 0)
+    # no field yet is 0; a stats key of the wrong type (or a garbage value) is unknown
+    reaped = 0 if replies[5] is None else as_int(replies[5])
+    waited = await _waited_ms(admin, keys, replies[6:], now_ms)
+    return QueueGauges(queued, sched, active, dead, reaped, waited)
 
 
 @dataclass(frozen=True, slots=True)

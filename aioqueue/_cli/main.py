@@ -199,6 +199,18 @@ def env_option(flag: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Calla
     show_default=True,
     help="First delay before restarting a crashed process; doubles while it keeps crashing.",
 )
+@env_option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus /metrics on this port (from the supervisor, summing every"
+    " process; 0: any free port, logged). Needs aioqueue[prometheus].",
+)
+@env_option(
+    "--metrics-host",
+    default="0.0.0.0",  # noqa: S104  (the scraper runs on another host)
+    show_default=True,
+    help="Address /metrics listens on.",
+)
 @click.option("--no-uvloop", is_flag=True, help="Use the default asyncio event loop.")
 @click.option("--child", is_flag=True, hidden=True)
 @click.pass_context

@@ -22,6 +22,7 @@ from aioqueue._redis.devredis import DevRedis, answers
 from aioqueue._redis.errors import redact
 from aioqueue._supervise import Supervisor, SupervisorConfig, default_processes, parse_size
 from aioqueue._supervise.child import run_supervised
+from aioqueue._supervise.metrics import METRICS_DIR_ENV, MetricsServer
 from aioqueue._supervise.process import CONTROL_FD_ENV
 from aioqueue._worker.settings import env_var
 from aioqueue._worker.worker import Worker
@@ -72,6 +73,8 @@ class RunOptions:
     dev: bool = False
     ping_timeout: float = 30.0
     restart_backoff: float = 0.5
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"  # noqa: S104  (a scraper runs on another host)
     no_uvloop: bool = False
     child: bool = False
 
@@ -113,6 +116,8 @@ def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:
     opts.apply(worker)
     use_uvloop = not opts.no_uvloop
     if opts.child:
+        if os.environ.get(METRICS_DIR_ENV):  # the supervisor serves what this process counts
+            _count_metrics(worker)
         fd = int(os.environ[CONTROL_FD_ENV])
         anyio.run(run_supervised, worker, fd, backend_options={"use_uvloop": use_uvloop})
         return 0
@@ -122,6 +127,7 @@ def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:
         raise ConfigurationError("--reload and --max-memory-per-child need --processes 1 or more")
     child_env = opts.child_env()
     dev: DevRedis | None = None
+    metrics: MetricsServer | None = None
     try:
         if opts.dev and opts.redis_url is None and worker.redis_url == DEFAULT_URL:
             if answers(DEFAULT_URL):
@@ -130,6 +136,17 @@ def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:
                 dev = DevRedis()
                 child_env["AIOQUEUE_REDIS_URL"] = dev.start()
                 worker.configure(redis_url=child_env["AIOQUEUE_REDIS_URL"])
+        if opts.metrics_port is not None:
+            metrics = MetricsServer(
+                opts.metrics_host,
+                opts.metrics_port,
+                worker.redis_url,
+                worker.queues,
+                supervised=processes > 0,
+            )
+            child_env.update(metrics.start())
+            if processes == 0:
+                _count_metrics(worker)
         if processes == 0:
             run_worker(worker, use_uvloop=use_uvloop)
             return 0
@@ -148,11 +165,22 @@ def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:
             restart_backoff=opts.restart_backoff,
             pid_file=opts.pid_file,
             reload_dirs=_reload_dirs(opts),
+            on_child_exit=None if metrics is None else metrics.child_exited,
         )
         return Supervisor(config).run()
     finally:
+        if metrics is not None:
+            metrics.close()
         if dev is not None:
             dev.stop()
+
+
+def _count_metrics(worker: Worker) -> None:
+    """Adds PrometheusMiddleware, unless the worker has one already (it would count twice)."""
+    from aioqueue.prometheus import PrometheusMiddleware
+
+    if not any(isinstance(m, PrometheusMiddleware) for m in worker.middleware):
+        worker.add_middleware(PrometheusMiddleware())
 
 
 def _size(text: str | None) -> int | None:

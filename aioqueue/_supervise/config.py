@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,3 +48,4 @@ class SupervisorConfig:
     restart_backoff: float = 0.5
     pid_file: Path | None = None
     reload_dirs: Sequence[Path] = ()
+    on_child_exit: Callable[[int], None] | None = None  # called with the pid of each that exits

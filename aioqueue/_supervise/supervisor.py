@@ -222,6 +222,8 @@ class Supervisor:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(child.sock)
         child.sock.close()
+        if self.config.on_child_exit is not None:
+            self.config.on_child_exit(child.pid)
         how = describe_exit(code)
         slot = self.slots.get(child.slot)
         facts = ExitFacts(
