@@ -16,9 +16,9 @@ from typing import Any
 import structlog
 
 from aioqueue.errors import ConfigurationError
-from aioqueue.middleware import Middleware
+from aioqueue.middleware import Middleware, installed
 
-__all__ = ["NO_HOOKS", "Hooks", "all_sync", "fire", "fire_sync"]
+__all__ = ["NO_HOOKS", "Hooks", "all_sync", "fire", "fire_sync", "with_installed"]
 
 log = structlog.get_logger("aioqueue.middleware")
 
@@ -33,6 +33,15 @@ HOOK_NAMES = (
 )
 
 Call = tuple[Any, bool, str]  # the bound hook, whether it is async, the middleware's name
+
+
+def with_installed(given: Iterable[object]) -> list[object]:
+    """``given``, then each middleware ``aioqueue.middleware.install`` added whose class
+    is not among them: what a ``Queue`` or ``Worker`` made now runs."""
+    chosen = list(given)
+    kinds = {type(m) for m in chosen}
+    chosen += [m for m in installed() if type(m) not in kinds]
+    return chosen
 
 
 class Hooks:

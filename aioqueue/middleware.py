@@ -30,6 +30,10 @@ producer's middleware can pass to the worker's: they travel in the job's envelop
 aioqueue itself runs on this seam: the worker's ``job.completed``, ``job.retrying``,
 ``job.failed`` and ``job.stopped`` log lines come from a built-in middleware that is
 always first; ``aioqueue.prometheus`` and ``aioqueue.otel`` are middleware too.
+
+``install(m)`` adds a middleware to every ``Queue`` and ``Worker`` made afterwards in
+the process, after the ones each is given (an instrumentor's way in: no constructor
+is wrapped).
 """
 
 from __future__ import annotations
@@ -42,7 +46,18 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from aioqueue._protocol.envelope import ErrorInfo
 
-__all__ = ["Attempt", "AttemptResult", "Enqueue", "Message", "Middleware", "Outcome", "WorkerInfo"]
+__all__ = [
+    "Attempt",
+    "AttemptResult",
+    "Enqueue",
+    "Message",
+    "Middleware",
+    "Outcome",
+    "WorkerInfo",
+    "install",
+    "installed",
+    "uninstall",
+]
 
 Outcome = Literal["complete", "retried", "failed", "timeout", "dead", "aborted", "released", "lost"]
 """How an attempt ended.
@@ -199,3 +214,25 @@ class Middleware:
 
     def on_settled(self, attempt: Attempt, result: AttemptResult) -> Any:
         """After the outcome's finish call; ``result.written`` says if it was recorded."""
+
+
+_installed: list[object] = []
+
+
+def install(middleware: object) -> None:
+    """Adds ``middleware`` to every ``Queue`` and ``Worker`` made from now on in this
+    process, after the middleware each is given; one already given an instance of the
+    same class does not get a second. Installing the same object twice changes nothing.
+    """
+    if not any(m is middleware for m in _installed):
+        _installed.append(middleware)
+
+
+def uninstall(middleware: object) -> None:
+    """Stops adding ``middleware`` (Queues and Workers made already keep it)."""
+    _installed[:] = [m for m in _installed if m is not middleware]
+
+
+def installed() -> tuple[object, ...]:
+    """The middleware ``install`` added, in order."""
+    return tuple(_installed)

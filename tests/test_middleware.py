@@ -217,3 +217,24 @@ def test_a_class_or_an_object_without_hooks_is_refused_at_once() -> None:
     with pytest.raises(ConfigurationError):
         worker.add_middleware(Recorder)
     assert worker.middleware == []
+
+
+def test_an_installed_middleware_joins_every_queue_and_worker_made_afterwards() -> None:
+    from aioqueue.middleware import install, installed, uninstall
+
+    before = Queue()
+    rec = Recorder()
+    install(rec)
+    install(rec)  # twice: still once
+    try:
+        assert installed().count(rec) == 1
+        assert rec in Queue().middleware and rec in Worker([]).middleware
+        # after the ones given, and not when one of its class is given already
+        mine = Recorder()
+        assert Worker([], middleware=[mine]).middleware == [mine]
+        other = Broken()
+        assert list(Queue(middleware=[other]).middleware) == [other, rec]
+    finally:
+        uninstall(rec)
+    assert rec not in Queue().middleware
+    assert rec not in before.middleware

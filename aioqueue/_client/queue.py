@@ -26,7 +26,7 @@ from aioqueue._client.hooked import Planned, hooked_enqueue
 from aioqueue._client.job import Job
 from aioqueue._client.sharded import ShardedResultWaiter
 from aioqueue._client.waiter import ResultWaiter
-from aioqueue._hooks import Hooks
+from aioqueue._hooks import Hooks, with_installed
 from aioqueue._protocol import signing
 from aioqueue._protocol.envelope import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue._protocol.functions import EnqueueWire, Scripts
@@ -166,7 +166,7 @@ class Queue:
         self.wait_when_full = wait_when_full
         self.signing_key = signing_key
         self._signer = signing.Signer(signing_key) if signing_key is not None else None
-        self.middleware = tuple(middleware)
+        self.middleware = tuple(with_installed(middleware))
         self._hooks = Hooks(self.middleware)
         self._hooked = self._hooks.enqueues
         # one client: the lane and the results subscription take their connections

@@ -37,7 +37,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from aioqueue._hooks import Hooks
+from aioqueue._hooks import Hooks, with_installed
 from aioqueue._protocol import signing
 from aioqueue._protocol.keys import EVENTS_MAXLEN
 from aioqueue._redis.connect import DEFAULT_URL
@@ -167,7 +167,7 @@ class Worker(SettingsView):
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
         self.middleware: list[object] = []
-        for m in middleware:
+        for m in with_installed(middleware):
             self.add_middleware(m)
         if signing_key is not None:
             signing.Signer(signing_key)  # a bad key is a ConfigurationError here, not at run
