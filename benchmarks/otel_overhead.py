@@ -1,12 +1,17 @@
-"""What OpenTelemetry costs aioqueue: no-op throughput with tracing off and on, one run.
+"""What observability costs aioqueue: no-op throughput with each part off and on, one run.
 
     PYTHONPATH=. .venv/bin/python benchmarks/otel_overhead.py [--jobs 20000] [--reps 5]
+
+(issue #14's benchmark: metrics and a no-op tracer on against off, and everything off.)
 
 Starts its own redis-server (loopback TCP). Each repetition runs every mode, in turn
 (starting with another mode each time), on the same Redis, so that they share the
 machine's state:
 
-- off: no middleware (the core path);
+- dark: everything off: no middleware and no event stream (``events_maxlen=0``);
+- off: no middleware, the event stream on (the default: what ratios are taken against);
+- metrics+noop: ``PrometheusMiddleware`` (a registry of its own) and
+  ``OpenTelemetryMiddleware`` with no-op providers, together;
 - bare: a middleware with the same hooks doing nothing (what the seam itself costs);
 - noop: ``OpenTelemetryMiddleware`` with the API's no-op tracer and meter providers
   (what an app that installs the extra but configures no SDK gets);
@@ -86,8 +91,23 @@ class Bare(Middleware):
         pass
 
 
+def metrics_and_noop() -> list[Any]:
+    from prometheus_client import CollectorRegistry
+
+    from aioqueue.prometheus import PrometheusMiddleware
+
+    noop = OpenTelemetryMiddleware(
+        tracer_provider=trace.NoOpTracerProvider(), meter_provider=metrics.NoOpMeterProvider()
+    )
+    return [PrometheusMiddleware(CollectorRegistry()), noop]
+
+
+DARK = object()  # the mode whose event stream is off too
+
 MODES: dict[str, Any] = {
+    "dark": lambda: [DARK],
     "off": lambda: [],
+    "metrics+noop": metrics_and_noop,
     "bare": lambda: [Bare()],
     "noop": lambda: [
         OpenTelemetryMiddleware(
@@ -101,8 +121,15 @@ MODES: dict[str, Any] = {
 Figure = tuple[float, float]  # (jobs or calls per second, this process's CPU us per job)
 
 
+def split(middleware: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+    if DARK in middleware:
+        return [m for m in middleware if m is not DARK], {"events_maxlen": 0}
+    return middleware, {}
+
+
 async def worker_rate(url: str, queue_name: str, jobs: int, middleware: list[Any]) -> Figure:
-    async with Queue(url, name=queue_name, middleware=middleware) as queue:
+    middleware, options = split(middleware)
+    async with Queue(url, name=queue_name, middleware=middleware, **options) as queue:
         for start in range(0, jobs, 5000):
             calls = [tasks.add.call(i, 1) for i in range(start, min(jobs, start + 5000))]
             await queue.enqueue_many(calls)
@@ -113,6 +140,7 @@ async def worker_rate(url: str, queue_name: str, jobs: int, middleware: list[Any
         concurrency=100,
         burst=True,
         middleware=middleware,
+        **options,
     )
     c0, t0 = time.process_time(), time.perf_counter()
     await worker.run()
@@ -120,7 +148,8 @@ async def worker_rate(url: str, queue_name: str, jobs: int, middleware: list[Any
 
 
 async def producer_rate(url: str, queue_name: str, calls: int, middleware: list[Any]) -> Figure:
-    async with Queue(url, name=queue_name, middleware=middleware) as queue:
+    middleware, options = split(middleware)
+    async with Queue(url, name=queue_name, middleware=middleware, **options) as queue:
         await queue.enqueue(tasks.add, 0, 0)  # connected and the Functions loaded
         c0, t0 = time.process_time(), time.perf_counter()
         for i in range(calls):
@@ -155,7 +184,7 @@ async def main(jobs: int, reps: int) -> None:
         for figure in ("worker", "producer")
     }
     for mode in MODES:
-        line = [f"{mode:>5}:"]
+        line = [f"{mode:>12}:"]
         for figure in ("worker", "producer"):
             rate = statistics.median(f[0] for f in results[mode][figure])
             cpu = statistics.median(f[1] for f in results[mode][figure])

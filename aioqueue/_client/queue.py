@@ -22,7 +22,7 @@ import anyio
 from redis.exceptions import ResponseError
 
 from aioqueue._client.fanout import send_per_queue
-from aioqueue._client.hooked import Planned, hooked_enqueue
+from aioqueue._client.hooked import ProducerHooks
 from aioqueue._client.job import Job
 from aioqueue._client.sharded import ShardedResultWaiter
 from aioqueue._client.waiter import ResultWaiter
@@ -167,8 +167,8 @@ class Queue:
         self.signing_key = signing_key
         self._signer = signing.Signer(signing_key) if signing_key is not None else None
         self.middleware = tuple(with_installed(middleware))
-        self._hooks = Hooks(self.middleware)
-        self._hooked = self._hooks.enqueues
+        hooks = Hooks(self.middleware)
+        self._hooks = ProducerHooks(hooks) if hooks.enqueues else None
         # one client: the lane and the results subscription take their connections
         # from its settings, outside its pool (which serves durable enqueues and users)
         self.redis: RedisClient = connect_any(
@@ -326,36 +326,18 @@ class Queue:
         """Adds one job; returns its handle (the existing job's, if the id is taken)."""
         if isinstance(task, str):
             task = task_ref(task)
-        if self._hooked:
-            (job,) = await self._enqueue_hooked([(task, args, kwargs)], many=False)
-            return job
+        if self._hooks is not None:
+            return await self._hooks.enqueue(self, task, (task, args, kwargs))
         queue, wire = self._encode(task, args, kwargs)
         (status,) = await self._send(queue, [wire], task.defaults.job_id is None)
         return Job(self, queue, wire[0], created=status == "new")
 
     async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:
         """Adds many jobs in one round trip; handles come back in the same order."""
-        if self._hooked:
+        if self._hooks is not None:
             listed = [(call.task, call.args, call.kwargs) for call in calls]
-            return await self._enqueue_hooked(listed, many=True) if listed else []
+            return await self._hooks.enqueue_many(self, listed) if listed else []
         return await self._store([self._encode(c.task, c.args, c.kwargs) for c in calls])
-
-    async def _enqueue_hooked(
-        self, calls: list[tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any]]], *, many: bool
-    ) -> list[Job[Any]]:
-        async def send(planned: list[Planned]) -> list[Job[Any]]:
-            encoded = [
-                self._encode(t, a, k, job_id, headers) for t, a, k, job_id, headers in planned
-            ]
-            if many:
-                return await self._store(encoded)
-            queue, wire = encoded[0]
-            (status,) = await self._send(queue, [wire], planned[0][0].defaults.job_id is None)
-            return [Job(self, queue, wire[0], created=status == "new")]
-
-        return await hooked_enqueue(
-            self._hooks, calls, many=many, default_queue=self.name, new_id=new_job_id, send=send
-        )
 
     async def _store(self, encoded: list[tuple[str, EnqueueWire]]) -> list[Job[Any]]:
         """Sends encoded jobs: one call per queue among them."""
