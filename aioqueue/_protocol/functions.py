@@ -180,8 +180,9 @@ class Scripts(FunctionCalls):
                 out[i + 4],
                 out[i + 5],
                 out[i + 6] == 1,
+                out[i + 7] / 1000 if out[i + 7] >= 0 else None,
             )
-            for i in range(first, len(out), 7)
+            for i in range(first, len(out), 8)
         ]
         wait_ms = wait_us / 1000 if wait_us >= 0 else -1.0
         return ClaimReply(wait_ms, jobs, promoted, reaped, lines, waiting_cpu)

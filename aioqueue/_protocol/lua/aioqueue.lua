@@ -661,8 +661,8 @@ local function replay_claim(prefix, worker, cid)
   local waiting = redis.pcall('LLEN', prefix .. 'cpu')
   if type(waiting) ~= 'number' then waiting = 0 end
   local out = {0, 0, 0, waiting, 0}
-  for i = 2, #parts - 2, 3 do
-    local id, token, cpu_bound = parts[i], parts[i + 1], parts[i + 2]
+  for i = 2, #parts - 3, 4 do
+    local id, token, cpu_bound, wait = parts[i], parts[i + 1], parts[i + 2], parts[i + 3]
     local f = read_job(prefix, prefix .. 'j:' .. id, {'s', 'k', 'a', 'l', 'd', 'u'})
     if f and f[1] == 'active' and f[2] == token then
       out[#out + 1] = id
@@ -672,21 +672,23 @@ local function replay_claim(prefix, worker, cid)
       out[#out + 1] = f[5] or ''
       out[#out + 1] = f[6] or ''
       out[#out + 1] = tonumber(cpu_bound) or 0
+      out[#out + 1] = tonumber(wait) or -1
     end
   end
   out[1] = next_event(prefix)
   return out
 end
 
--- jobs: claim's six values per delivery (id, token first)
+-- jobs: claim's eight values per delivery (id, token first)
 local function remember_claim(prefix, worker, cid, jobs, lease)
   lease = math.floor(lease)
   if #jobs == 0 or lease < 1 then return end -- SET PX refuses 0: nothing may fail after writes
   local parts = {cid}
-  for i = 1, #jobs, 7 do
+  for i = 1, #jobs, 8 do
     parts[#parts + 1] = jobs[i]
     parts[#parts + 1] = jobs[i + 1]
     parts[#parts + 1] = jobs[i + 6] -- CPU-bound: 1 or 0
+    parts[#parts + 1] = string.format('%d', jobs[i + 7]) -- the wait (ms, -1: unknown)
   end
   kcall(prefix, 'SET', prefix .. 'claimed:' .. worker, table.concat(parts, ' '), 'PX', lease)
 end
@@ -700,14 +702,15 @@ local SCAN_SLACK = 500
 
 --[[ claim(prefix; n, worker, lease_ms, promote_limit, claim_id, cpu_free, run_free, cpu_task ...)
 Returns {wait_us, promoted, reaped, aside, k, <k set-aside lines>,
-id1, token1, attempt1, lost1, payload1, lock1, cpu1, ...}. wait_us is how long
+id1, token1, attempt1, lost1, payload1, lock1, cpu1, wait1, ...}. wait_us is how long
 (in microseconds) an idle worker may block before something (a due job, an
 expired lease) needs it; promoted and reaped count the due jobs and expired
 leases this call moved to the ready list (each at most promote_limit); aside
 is how many CPU-bound jobs wait in `cpu`; a set-aside line is
 '<garbage key>\0<reason>' for the worker to log, of this or any earlier call.
 lost counts deliveries of the job whose worker died; lock is its `u` field or
-''; cpu is 1 for a job of one of the worker's CPU-bound tasks. An entry of the
+''; cpu is 1 for a job of one of the worker's CPU-bound tasks; wait is the ms
+the job waited since it was due (or enqueued), -1 when unknown. An entry of the
 ready list that names no job, and a job that does not parse, are set aside;
 the rest of the batch is claimed as usual. A claim_id sent again (after a lost
 reply) returns the deliveries that call made (see replay_claim).
@@ -795,14 +798,17 @@ local function claim(keys, args)
       jobs[#jobs + 1] = f[4]
       jobs[#jobs + 1] = f[5] or ''
       jobs[#jobs + 1] = cpu_bound and 1 or 0
+      -- waited since it was due (scheduled, retried, back from a dead worker) or
+      -- enqueued; -1: neither time is known (a job an older version stored)
+      local since = math.max(tonumber(f[7]) or 0, tonumber(f[8]) or 0)
+      local wait = since > 0 and math.max(0, now - since) or -1
+      jobs[#jobs + 1] = wait
       taken = taken + 1
       if cpu_bound then cpu_taken = cpu_taken + 1 end
       if EVENTS_MAX > 0 then
-        -- waited since it was due (scheduled, retried, back from a dead worker) or enqueued
-        local since = math.max(tonumber(f[7]) or 0, tonumber(f[8]) or 0)
-        if since > 0 then
+        if wait >= 0 then
           emit(prefix, 'started', id, task_of(f[4]), attempt, now, 'worker', worker,
-            'wait_ms', int_s(math.max(0, now - since)))
+            'wait_ms', int_s(wait))
         else
           emit(prefix, 'started', id, task_of(f[4]), attempt, now, 'worker', worker)
         end
