@@ -1,4 +1,4 @@
-"""One typed wrapper per Function of the Redis Functions library (``lua/aioqueue.lua``).
+"""One typed wrapper per Function of the Redis Functions library (``lua/``).
 
 Loading the library and the calls themselves (deadlines, the shared lane,
 reloading after a restart) are ``aioqueue._protocol.library``'s; its names are

@@ -1,0 +1,40 @@
+--[[
+Every state change of a job, one function each, so that each change is atomic.
+
+Keys of one queue share the hash tag `{queue}`; KEYS[1] is always the queue's
+key prefix (`aq:{name}:`) and the function derives the rest of the queue's keys
+from it, so every key touched lives in the same cluster slot.
+
+A job is a hash at `<prefix>j:<id>`:
+  d  payload written by the producer (opaque bytes)
+  s  status: queued | scheduled | active | complete | failed | aborted
+  a  attempts started so far, l  of those, lost with a dead worker
+  k  token of the current delivery (set by claim, checked by every change)
+  w  worker holding the current delivery
+  q / st / et / due  enqueued, started, ended, due times (ms, Redis clock)
+  r  result bytes, e  error bytes
+  wt  how many clients wait for the job's end; wt:<client>  one per waiting client
+  ab abort requested: the ttl (ms) the aborted job's record gets
+  u  lock the job must hold to run: mode ('w' wait | 'd' drop) then lock name
+
+Every key a Function touches is read and written through `kcall` or checked
+by `read_job` first: nothing stored in Redis can make a Function fail half way
+(see the garbage area below).
+
+Time is always Redis server time (TIME), never the caller's clock: due times of
+delayed jobs (`delay` is added to TIME here; `at` is an absolute instant),
+lease deadlines, cron ticks (`cron_fire` refuses a tick before TIME reaches it)
+and the wait a worker is told to block for are all on the one Redis clock, so
+workers on hosts whose clocks disagree still fire jobs and ticks exactly once
+and on time. Blocking timeouts, though, are served by Redis only on its `hz`
+tick (100 ms at the default hz 10), so a worker waiting for a due time keeps
+its own timer and ends its BLPOP with CLIENT UNBLOCK (see scheduler.py).
+
+Locks (`u`): a job with a lock runs only while it holds `<prefix>lock:<name>`,
+whose value is the holder's id and delivery token. claim takes it atomically
+with the delivery; finish releases it; it is live only while that delivery is
+active with an unexpired lease, so a dead worker's lock lapses with its lease.
+A job that finds the lock taken is dropped (mode 'd') or parked (mode 'w') in
+the sched set until the holder's lease deadline, and in `<prefix>lockq:<name>`
+from which finish hands the lock to the oldest waiter at once.
+]]
