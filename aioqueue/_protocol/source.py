@@ -16,8 +16,9 @@ import hashlib
 from collections.abc import Mapping
 from importlib import resources
 
-from aioqueue._protocol import signing
-from aioqueue._protocol.envelope import ENVELOPE_VERSION
+from aioqueue._protocol import codes, signing
+from aioqueue._protocol.envelope import ENVELOPE_VERSION, JobStatus
+from aioqueue._protocol.keys import CLIENT_CHANNEL, EVENT_NAMES, SUFFIXES
 
 __all__ = ["LIBRARY", "PARTS", "VERSION", "assemble", "prelude", "version_of"]
 
@@ -45,6 +46,10 @@ CONSTANTS: Mapping[str, str | int] = {
 }
 
 
+# the ones the Lua writes itself (a job aborted while not running, a lock held)
+_CODES = (codes.ABORTED, codes.LOCK_HELD)
+
+
 def _lua(value: str | int) -> str:
     if isinstance(value, int):
         return str(value)
@@ -58,11 +63,29 @@ def _table(name: str, items: Mapping[str, str], why: str) -> str:
     return f"-- {why}\nlocal {name} = {{{body}}}\n"
 
 
-def prelude(constants: Mapping[str, str | int] = CONSTANTS) -> str:
-    """The Lua ``local`` definitions generated from the Python side."""
-    head = "-- generated from the Python side at load (aioqueue/_protocol/source.py)\n"
-    consts = "".join(f"local {name} = {_lua(v)}\n" for name, v in constants.items())
-    return head + consts
+def prelude(
+    constants: Mapping[str, str | int] = CONSTANTS,
+    statuses: Mapping[str, str] | None = None,
+    suffixes: Mapping[str, str] = SUFFIXES,
+) -> str:
+    """The Lua ``local`` definitions generated from the Python side.
+
+    statuses: JobStatus member name (lower case) -> its value, by default."""
+    if statuses is None:
+        statuses = {s.name.lower(): s.value for s in JobStatus}
+    return "".join(
+        [
+            "-- generated from the Python side at load (aioqueue/_protocol/source.py)\n",
+            *(f"local {name} = {_lua(v)}\n" for name, v in constants.items()),
+            _table("ST", statuses, "job statuses, the `s` field (envelope.py's JobStatus)"),
+            # the same as a set (built here: no `pairs` while the library loads)
+            f"local STATUSES = {{{', '.join(f'[{_lua(v)}] = true' for v in statuses.values())}}}\n",
+            _table("KEY", suffixes, "what follows the queue's prefix in each key (keys.py)"),
+            _table("EV", {n: n for n in EVENT_NAMES}, "event names (keys.py's EVENT_NAMES)"),
+            _table("CODE", {c: c for c in _CODES}, "error codes the Functions store (codes.py)"),
+            f"local CLIENT_CHANNEL = {_lua(CLIENT_CHANNEL)} -- + a client id (keys.py)\n",
+        ]
+    )
 
 
 def read_parts() -> dict[str, str]:

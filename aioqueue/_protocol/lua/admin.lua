@@ -10,30 +10,30 @@ stays until then). ]]
 local function abort(keys, args)
   local prefix, id, ttl = keys[1], args[1], tonumber(args[2])
   if not ttl then return redis.error_reply('ERR abort: malformed ttl') end
-  local jkey = prefix .. 'j:' .. id
+  local jkey = prefix .. KEY.job .. id
   local f = read_job(prefix, jkey, {'s', 'wt', 'a', 'd'})
   local status = f and f[1]
-  if status == 'queued' or status == 'scheduled' then
+  if status == ST.queued or status == ST.scheduled then
     local waiters, now = f[2], now_ms()
-    redis.call('HSET', jkey, 's', 'aborted', 'et', now)
-    emit(prefix, 'aborted', id, EVENTS_MAX > 0 and task_of(f[4]) or '', f[3] or 0, now)
-    kcall(prefix, 'HINCRBY', prefix .. 'stats', 'aborted', 1)
-    notify(prefix, id, jkey, 'aborted', '', waiters)
+    redis.call('HSET', jkey, 's', ST.aborted, 'et', now)
+    emit(prefix, EV.aborted, id, EVENTS_MAX > 0 and task_of(f[4]) or '', f[3] or 0, now)
+    kcall(prefix, 'HINCRBY', prefix .. KEY.stats, ST.aborted, 1)
+    notify(prefix, id, jkey, ST.aborted, '', waiters)
     if waiters then redis.call('HDEL', jkey, 'wt') end
-    if status == 'scheduled' then
-      kcall(prefix, 'ZREM', prefix .. 'sched', id)
+    if status == ST.scheduled then
+      kcall(prefix, 'ZREM', prefix .. KEY.sched, id)
       expire_record(jkey, ttl)
     elseif ttl == 0 then
       -- as for results, 0 keeps no record; but the id is still in the ready list:
       -- a bare tombstone stays for claim to delete with it, rather than an O(N) LREM
       redis.call('DEL', jkey)
-      redis.call('HSET', jkey, 's', 'aborted')
+      redis.call('HSET', jkey, 's', ST.aborted)
     else
       redis.call('HSET', jkey, 'ab', ttl)
     end
-  elseif status == 'active' then
+  elseif status == ST.active then
     redis.call('HSET', jkey, 'ab', ttl)
-    redis.call('PUBLISH', prefix .. 'abort', id)
+    redis.call('PUBLISH', prefix .. KEY.abort, id)
   end
   return status
 end
@@ -48,15 +48,15 @@ local function watch(keys, args)
   local field = 'wt:' .. client
   local out = {}
   for i = 2, #args do
-    local jkey = prefix .. 'j:' .. args[i]
+    local jkey = prefix .. KEY.job .. args[i]
     local held = read_job(prefix, jkey, {'s', 'r', 'e', 'wt'})
     local status = held and held[1]
     local blob = ''
     if not status then
       status = 'missing'
-    elseif status == 'complete' then
+    elseif status == ST.complete then
       blob = held[2] or ''
-    elseif status == 'failed' or status == 'aborted' then
+    elseif status == ST.failed or status == ST.aborted then
       blob = held[3] or ''
     elseif redis.call('HSETNX', jkey, field, 1) == 1 then
       local count = tonumber(held[4])
@@ -82,7 +82,7 @@ local function unwatch(keys, args)
   local prefix, field = keys[1], 'wt:' .. args[1]
   local out = {}
   for i = 2, #args do
-    local jkey = prefix .. 'j:' .. args[i]
+    local jkey = prefix .. KEY.job .. args[i]
     local held = job_fields(prefix, jkey, field, 'wt')
     if held[1] then
       redis.call('HDEL', jkey, field)
@@ -101,9 +101,9 @@ Moves a job whose payload cannot be read aside, its raw fields kept under
 `garbage:j:<id>:<ms>`, so that it neither blocks the queue nor is lost. ]]
 local function quarantine(keys, args)
   local prefix, id, token, reason = keys[1], args[1], args[2], args[3]
-  local jkey = prefix .. 'j:' .. id
+  local jkey = prefix .. KEY.job .. id
   if token ~= '' and job_fields(prefix, jkey, 'k')[1] ~= token then return 0 end
-  kcall(prefix, 'ZREM', prefix .. 'active', id)
+  kcall(prefix, 'ZREM', prefix .. KEY.active, id)
   if redis.call('EXISTS', jkey) == 1 then set_aside(prefix, jkey, reason) end
   return 1
 end
@@ -112,23 +112,23 @@ end
 if new: no attempt and no lost delivery counted, no error, no abort flag. ]]
 local function requeue(keys, args)
   local prefix = keys[1]
-  local dead = prefix .. 'dead'
+  local dead = prefix .. KEY.dead
   local n = 0
   local now = now_ms()
   for _, id in ipairs(args) do
-    local jkey = prefix .. 'j:' .. id
+    local jkey = prefix .. KEY.job .. id
     local f, why = read_job(prefix, jkey, {'s', 'd'})
     -- a job in another state keeps its entry: requeueing it would run it twice
-    if (f and f[1] == 'failed') or why then
+    if (f and f[1] == ST.failed) or why then
       if kcall(prefix, 'ZREM', dead, id) == 1 then
         if f then
-          redis.call('HSET', jkey, 's', 'queued', 'a', 0, 'due', now)
+          redis.call('HSET', jkey, 's', ST.queued, 'a', 0, 'due', now)
           redis.call('HDEL', jkey, 'l', 'e', 'et', 'st', 'ab', 'k', 'w')
-          kcall(prefix, 'LPUSH', prefix .. 'ready', id)
-          emit(prefix, 'enqueued', id, EVENTS_MAX > 0 and task_of(f[2]) or '', 0, now)
+          kcall(prefix, 'LPUSH', prefix .. KEY.ready, id)
+          emit(prefix, EV.enqueued, id, EVENTS_MAX > 0 and task_of(f[2]) or '', 0, now)
           n = n + 1
         elseif why == 'missing' then
-          stray(prefix, 'dead', id, 'dead entry names no job')
+          stray(prefix, KEY.dead, id, 'dead entry names no job')
         end
       end
     end
@@ -143,10 +143,10 @@ local function purge(keys, args)
   local prefix = keys[1]
   local n = 0
   for _, id in ipairs(args) do
-    local jkey = prefix .. 'j:' .. id
+    local jkey = prefix .. KEY.job .. id
     local f, why = read_job(prefix, jkey, {'s'})
-    if (f and f[1] == 'failed') or why then
-      if kcall(prefix, 'ZREM', prefix .. 'dead', id) == 1 then
+    if (f and f[1] == ST.failed) or why then
+      if kcall(prefix, 'ZREM', prefix .. KEY.dead, id) == 1 then
         if f then redis.call('DEL', jkey) end
         n = n + 1
       end

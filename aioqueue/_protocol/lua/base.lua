@@ -78,6 +78,6 @@ local function emit(prefix, event, id, task, attempt, now, ...)
   if EVENTS_MAX == 0 then return end
   if now ~= now_n then now_n, now_s = now, string.format('%d', now) end
   if type(attempt) ~= 'string' then attempt = int_s(attempt or 0) end
-  kcall(prefix, 'XADD', prefix .. 'events', 'MAXLEN', '~', EVENTS_ARG, '*', 'event', event,
+  kcall(prefix, 'XADD', prefix .. KEY.events, 'MAXLEN', '~', EVENTS_ARG, '*', 'event', event,
     'job', id, 'task', task or '', 'attempt', attempt, 'ts', now_s, ...)
 end

@@ -1,7 +1,7 @@
 -- The next delivery token counter. One that is not a counter is set aside and
 -- the new one starts at the Redis time in ms, past any token the old one gave.
 local function next_seq(prefix, now)
-  local key = prefix .. 'seq'
+  local key = prefix .. KEY.seq
   local seq = redis.pcall('INCR', key)
   if type(seq) == 'table' then
     refused(prefix, key, 'INCR', seq)
@@ -17,7 +17,7 @@ end
 -- '<claim id> <job id> <token> ...'. A replay hands back those still active
 -- under their token, in claim's reply layout.
 local function replay_claim(prefix, worker, cid)
-  local key = prefix .. 'claimed:' .. worker
+  local key = prefix .. KEY.claimed .. worker
   local got = redis.pcall('GET', key)
   if type(got) == 'table' and got['err'] then
     -- before any write: a refusal (an ACL without this key) fails the claim whole
@@ -28,13 +28,13 @@ local function replay_claim(prefix, worker, cid)
   if not got or string.sub(got, 1, #cid + 1) ~= cid .. ' ' then return nil end
   local parts = {}
   for part in string.gmatch(got, '%S+') do parts[#parts + 1] = part end
-  local waiting = redis.pcall('LLEN', prefix .. 'cpu')
+  local waiting = redis.pcall('LLEN', prefix .. KEY.cpu)
   if type(waiting) ~= 'number' then waiting = 0 end
   local out = {0, 0, 0, waiting, 0}
   for i = 2, #parts - 3, 4 do
     local id, token, cpu_bound, wait = parts[i], parts[i + 1], parts[i + 2], parts[i + 3]
-    local f = read_job(prefix, prefix .. 'j:' .. id, {'s', 'k', 'a', 'l', 'd', 'u'})
-    if f and f[1] == 'active' and f[2] == token then
+    local f = read_job(prefix, prefix .. KEY.job .. id, {'s', 'k', 'a', 'l', 'd', 'u'})
+    if f and f[1] == ST.active and f[2] == token then
       out[#out + 1] = id
       out[#out + 1] = token
       out[#out + 1] = tonumber(f[3] or 0)
@@ -60,7 +60,7 @@ local function remember_claim(prefix, worker, cid, jobs, lease)
     parts[#parts + 1] = jobs[i + 6] -- CPU-bound: 1 or 0
     parts[#parts + 1] = string.format('%d', jobs[i + 7]) -- the wait (ms, -1: unknown)
   end
-  kcall(prefix, 'SET', prefix .. 'claimed:' .. worker, table.concat(parts, ' '), 'PX', lease)
+  kcall(prefix, 'SET', prefix .. KEY.claimed .. worker, table.concat(parts, ' '), 'PX', lease)
 end
 
 -- Job fields claim reads, checked (read_job) before it changes anything.
@@ -113,11 +113,11 @@ local function claim(keys, args)
     cpu = {}
     for i = 8, #args do cpu[args[i]] = true end
     -- the worker blocks on its own nudge list too: a planted value there is set aside
-    kcall(prefix, 'LLEN', prefix .. 'nudge:' .. worker)
+    kcall(prefix, 'LLEN', prefix .. KEY.nudge .. worker)
   end
   local now = now_ms()
   local promoted, reaped = promote_and_reap(prefix, now, limit)
-  local ready, aside = prefix .. 'ready', prefix .. 'cpu'
+  local ready, aside = prefix .. KEY.ready, prefix .. KEY.cpu
   local jobs = {}
   local leases = {}
   local deadline = now + lease
@@ -127,7 +127,7 @@ local function claim(keys, args)
   -- A queued job of one of the worker's CPU-bound tasks (an abort asked for
   -- while it was queued is not run: it ends below, wherever it is).
   local function is_cpu(f)
-    return cpu ~= nil and f ~= nil and f[1] == 'queued' and f[4] ~= nil and not f[6]
+    return cpu ~= nil and f ~= nil and f[1] == ST.queued and f[4] ~= nil and not f[6]
       and cpu[task_of(f[4])] == true
   end
 
@@ -135,30 +135,30 @@ local function claim(keys, args)
   local function take(id, f, cpu_bound)
     if not seq then seq = next_seq(prefix, now) end
     looked = looked + 1
-    local jkey = prefix .. 'j:' .. id
+    local jkey = prefix .. KEY.job .. id
     local status = f and f[1]
     local token = seq .. '.' .. looked
-    if status == 'queued' then
+    if status == ST.queued then
       if not f[4] then
         set_aside(prefix, jkey, 'queued job without a payload')
         status = 'aside'
       elseif f[6] then
         abort_now(prefix, id, jkey, f[6], now, task_of(f[4]), f[2] or 0)
-        status = 'aborted'
+        status = ST.aborted
       elseif f[5] and not take_lock(prefix, id, jkey, token, f[5], now, deadline,
           EVENTS_MAX > 0 and task_of(f[4]) or '', f[2] or 0) then
         status = 'locked' -- dropped or parked by take_lock
       end
-    elseif status == 'aborted' and f[6] then
+    elseif status == ST.aborted and f[6] then
       -- aborted while queued: its record's expiry starts now that its entry is gone
       redis.call('HDEL', jkey, 'ab')
       expire_record(jkey, tonumber(f[6]))
-    elseif status == 'aborted' and not f[4] then
+    elseif status == ST.aborted and not f[4] then
       redis.call('DEL', jkey) -- the tombstone of a job aborted with result_ttl=0
     end
-    if status == 'queued' then
+    if status == ST.queued then
       local attempt = tonumber(f[2] or 0) + 1
-      redis.call('HSET', jkey, 's', 'active', 'k', token, 'w', worker, 'st', now, 'a', attempt)
+      redis.call('HSET', jkey, 's', ST.active, 'k', token, 'w', worker, 'st', now, 'a', attempt)
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
       jobs[#jobs + 1] = id
@@ -177,10 +177,10 @@ local function claim(keys, args)
       if cpu_bound then cpu_taken = cpu_taken + 1 end
       if EVENTS_MAX > 0 then
         if wait >= 0 then
-          emit(prefix, 'started', id, task_of(f[4]), attempt, now, 'worker', worker,
+          emit(prefix, EV.started, id, task_of(f[4]), attempt, now, 'worker', worker,
             'wait_ms', int_s(wait))
         else
-          emit(prefix, 'started', id, task_of(f[4]), attempt, now, 'worker', worker)
+          emit(prefix, EV.started, id, task_of(f[4]), attempt, now, 'worker', worker)
         end
       end
     end
@@ -193,7 +193,7 @@ local function claim(keys, args)
     local ids = kcall(prefix, 'RPOP', aside, k)
     if ids then
       for _, id in ipairs(ids) do
-        local f = entry_job(prefix, 'cpu', id, CLAIM_FIELDS)
+        local f = entry_job(prefix, KEY.cpu, id, CLAIM_FIELDS)
         take(id, f, is_cpu(f))
       end
     end
@@ -203,7 +203,7 @@ local function claim(keys, args)
     local ids = kcall(prefix, 'RPOP', ready, n - taken)
     if not ids then break end
     for _, id in ipairs(ids) do
-      local f = entry_job(prefix, 'ready', id, CLAIM_FIELDS)
+      local f = entry_job(prefix, KEY.ready, id, CLAIM_FIELDS)
       local cpu_bound = is_cpu(f)
       if cpu_bound and (cpu_taken >= cpu_free or taken >= run_free) then
         moved[#moved + 1] = id
@@ -213,14 +213,14 @@ local function claim(keys, args)
     end
   end
   if #moved > 0 then bulk(prefix, 'LPUSH', aside, moved) end -- oldest nearest the tail
-  if #leases > 0 then bulk(prefix, 'ZADD', prefix .. 'active', leases) end
+  if #leases > 0 then bulk(prefix, 'ZADD', prefix .. KEY.active, leases) end
   if kcall(prefix, 'LLEN', ready) > 0 then
     signal(prefix)
   else
-    kcall(prefix, 'LTRIM', prefix .. 'wake', 1, 0) -- empties it; a planted value is set aside
+    kcall(prefix, 'LTRIM', prefix .. KEY.wake, 1, 0) -- empties it; a planted value is set aside
   end
   if cid ~= '' then remember_claim(prefix, worker, cid, jobs, lease) end
-  local cwake = prefix .. 'cwake'
+  local cwake = prefix .. KEY.cwake
   local waiting = kcall(prefix, 'LLEN', aside)
   if waiting > 0 then
     if kcall(prefix, 'LLEN', cwake) == 0 then redis.call('RPUSH', cwake, '1') end
@@ -228,7 +228,7 @@ local function claim(keys, args)
     kcall(prefix, 'LTRIM', cwake, 1, 0)
   end
   local out = {next_event(prefix), promoted, reaped, waiting, 0}
-  local news = kcall(prefix, 'LPOP', prefix .. 'garbage:new', 100) or {}
+  local news = kcall(prefix, 'LPOP', prefix .. KEY.garbage_new, 100) or {}
   out[5] = #news
   for _, line in ipairs(news) do out[#out + 1] = line end
   for _, v in ipairs(jobs) do out[#out + 1] = v end

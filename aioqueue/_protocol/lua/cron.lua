@@ -1,6 +1,6 @@
 -- The schedule registered for a cron name (`<prefix>crondef`), false when none.
 local function cron_definition(prefix, name)
-  return kcall(prefix, 'HGET', prefix .. 'crondef', name)
+  return kcall(prefix, 'HGET', prefix .. KEY.crondef, name)
 end
 
 --[[ cron_define(prefix; name, definition)
@@ -11,7 +11,7 @@ local function cron_define(keys, args)
   local prefix, name, definition = keys[1], args[1], args[2]
   if not definition then return redis.error_reply('ERR cron_define: malformed arguments') end
   local previous = cron_definition(prefix, name)
-  kcall(prefix, 'HSET', prefix .. 'crondef', name, definition)
+  kcall(prefix, 'HSET', prefix .. KEY.crondef, name, definition)
   return previous
 end
 
@@ -36,7 +36,7 @@ local function cron_fire(keys, args)
     registered = cron_definition(prefix, name)
     if registered and registered ~= definition then return {'superseded', now} end
   end
-  local crons = prefix .. 'cron'
+  local crons = prefix .. KEY.cron
   local last = kcall(prefix, 'HGET', crons, name)
   if last and not string.find(last, '^%d+$') then
     set_aside(prefix, crons, 'last tick of cron ' .. name .. ' is not a number')
@@ -45,26 +45,26 @@ local function cron_fire(keys, args)
   if last and tonumber(last) >= tick then return {'dup', now} end
   kcall(prefix, 'HSET', crons, name, tick)
   if definition ~= '' and not registered then
-    kcall(prefix, 'HSET', prefix .. 'crondef', name, definition)
+    kcall(prefix, 'HSET', prefix .. KEY.crondef, name, definition)
   end
   if lock ~= '' then
-    local lkey = prefix .. 'lock:' .. string.sub(lock, 2)
+    local lkey = prefix .. KEY.lock .. string.sub(lock, 2)
     if lock_live(prefix, lock_value(prefix, lkey), now) then
-      kcall(prefix, 'HINCRBY', prefix .. 'stats', 'cron_overlap', 1)
+      kcall(prefix, 'HINCRBY', prefix .. KEY.stats, 'cron_overlap', 1)
       return {'overlap', now}
     end
   end
-  local jkey = prefix .. 'j:' .. id
+  local jkey = prefix .. KEY.job .. id
   local kind = redis.call('TYPE', jkey)['ok']
   if kind == 'hash' then
     if read_job(prefix, jkey, {'s'}) then return {'dup', now} end
   elseif kind ~= 'none' then
     set_aside(prefix, jkey, 'a ' .. kind .. ' where a job hash belongs')
   end
-  redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', 'queued')
+  redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', ST.queued)
   if lock ~= '' then redis.call('HSET', jkey, 'u', lock) end
-  kcall(prefix, 'LPUSH', prefix .. 'ready', id)
+  kcall(prefix, 'LPUSH', prefix .. KEY.ready, id)
   signal(prefix)
-  emit(prefix, 'enqueued', id, EVENTS_MAX > 0 and task_of(payload) or '', 0, now)
+  emit(prefix, EV.enqueued, id, EVENTS_MAX > 0 and task_of(payload) or '', 0, now)
   return {'fired', now}
 end

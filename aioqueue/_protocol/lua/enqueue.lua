@@ -13,8 +13,9 @@ local function enqueue(keys, args)
   end
   if not max_length then return redis.error_reply('ERR enqueue: malformed max_length') end
   if max_length > 0 then
-    local held = kcall(prefix, 'LLEN', prefix .. 'ready') + kcall(prefix, 'ZCARD', prefix .. 'sched')
-      + kcall(prefix, 'LLEN', prefix .. 'cpu') -- CPU-bound jobs a claim moved aside
+    local held = kcall(prefix, 'LLEN', prefix .. KEY.ready)
+      + kcall(prefix, 'ZCARD', prefix .. KEY.sched)
+      + kcall(prefix, 'LLEN', prefix .. KEY.cpu) -- CPU-bound jobs a claim moved aside
     if held + (#args - 1) / 5 > max_length then
       return redis.error_reply("QUEUEFULL queue '" .. string.sub(prefix, 5, -3) .. "' holds "
         .. held .. ' jobs; its limit is ' .. max_length)
@@ -26,7 +27,7 @@ local function enqueue(keys, args)
   for i = 2, #args, 5 do
     local id, payload = args[i], args[i + 1]
     local delay, at = tonumber(args[i + 2]), tonumber(args[i + 3])
-    local jkey = prefix .. 'j:' .. id
+    local jkey = prefix .. KEY.job .. id
     -- one TYPE answers "is the id free" for a new job, the hottest case
     local existing = nil
     local kind = redis.call('TYPE', jkey)['ok']
@@ -46,18 +47,18 @@ local function enqueue(keys, args)
       if due > now then
         redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now)
         schedule(prefix, id, jkey, due)
-        emit(prefix, 'scheduled', id, task, 0, now, 'due', int_s(due))
+        emit(prefix, EV.scheduled, id, task, 0, now, 'due', int_s(due))
       else
-        redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', 'queued')
+        redis.call('HSET', jkey, 'd', payload, 'a', 0, 'q', now, 's', ST.queued)
         pushed[#pushed + 1] = id
-        emit(prefix, 'enqueued', id, task, 0, now)
+        emit(prefix, EV.enqueued, id, task, 0, now)
       end
       if lock ~= '' then redis.call('HSET', jkey, 'u', lock) end
       out[#out + 1] = 'new'
     end
   end
   if #pushed > 0 then
-    bulk(prefix, 'LPUSH', prefix .. 'ready', pushed)
+    bulk(prefix, 'LPUSH', prefix .. KEY.ready, pushed)
     signal(prefix)
   end
   return out

@@ -3,7 +3,7 @@
 local TPUT_BUCKET_MS = 10000
 local function count_finished(prefix, now, n)
   if n > 0 then
-    local key = prefix .. 'tput:' .. math.floor(now / TPUT_BUCKET_MS)
+    local key = prefix .. KEY.tput .. math.floor(now / TPUT_BUCKET_MS)
     kcall(prefix, 'INCRBY', key, n)
     redis.call('EXPIRE', key, 120)
   end
@@ -13,9 +13,9 @@ end
 -- kept a little over an hour): the dashboard's hour of throughput and failure
 -- rate. One HINCRBY per outcome the batch had, and one EXPIRE.
 local MINUTE_MS = 60000
-local MINUTE_OUTCOMES = {'complete', 'failed', 'retried', 'aborted'}
+local MINUTE_OUTCOMES = {ST.complete, ST.failed, 'retried', ST.aborted}
 local function count_minute(prefix, now, counts)
-  local key = prefix .. 'tpm:' .. math.floor(now / MINUTE_MS)
+  local key = prefix .. KEY.tpm .. math.floor(now / MINUTE_MS)
   local any = false
   for _, outcome in ipairs(MINUTE_OUTCOMES) do
     local n = counts[outcome]
@@ -27,7 +27,9 @@ local function count_minute(prefix, now, counts)
   if any then redis.call('EXPIRE', key, 3720) end
 end
 
-local OUTCOMES = {complete = true, failed = true, retry = true, release = true, aborted = true}
+-- an outcome that ends the job names the status it ends in
+local OUTCOMES = {[ST.complete] = true, [ST.failed] = true, retry = true, release = true,
+  [ST.aborted] = true}
 local FINISH_FIELDS = {'s', 'k', 'wt', 'u', 'a', 'ab'}
 -- and with the event stream on: start time, worker, payload (for the task name)
 local FINISH_EVENT_FIELDS = {'s', 'k', 'wt', 'u', 'a', 'ab', 'st', 'w', 'd'}
@@ -54,12 +56,12 @@ local function finish(keys, args)
   for i = 1, #args, 6 do
     local id, token, outcome, blob = args[i], args[i + 1], args[i + 2], args[i + 3]
     local ttl, delay = num_arg(args[i + 4]), num_arg(args[i + 5])
-    local jkey = prefix .. 'j:' .. id
+    local jkey = prefix .. KEY.job .. id
     local held, why = read_job(prefix, jkey, fields)
     if why == 'aside' then
       done[#done + 1] = id
       out[#out + 1] = 2
-    elseif not held or held[1] ~= 'active' or held[2] ~= token then
+    elseif not held or held[1] ~= ST.active or held[2] ~= token then
       counts['stale'] = (counts['stale'] or 0) + 1
       out[#out + 1] = 0
     else
@@ -77,58 +79,58 @@ local function finish(keys, args)
       -- the token `k` may stay: it only counts while the status is active
       elseif outcome == 'release' then
         redis.call('HINCRBY', jkey, 'a', -1)
-        redis.call('HSET', jkey, 's', 'queued', 'due', now)
-        kcall(prefix, 'RPUSH', prefix .. 'ready', id)
+        redis.call('HSET', jkey, 's', ST.queued, 'due', now)
+        kcall(prefix, 'RPUSH', prefix .. KEY.ready, id)
         signal(prefix)
-        emit(prefix, 'released', id, task, attempt, now, 'worker', worker)
+        emit(prefix, EV.released, id, task, attempt, now, 'worker', worker)
       elseif outcome == 'retry' then
         redis.call('HSET', jkey, 'e', blob)
         counts['retried'] = (counts['retried'] or 0) + 1
         if delay > 0 then
           schedule(prefix, id, jkey, now + delay)
         else
-          redis.call('HSET', jkey, 's', 'queued', 'due', now)
-          kcall(prefix, 'LPUSH', prefix .. 'ready', id)
+          redis.call('HSET', jkey, 's', ST.queued, 'due', now)
+          kcall(prefix, 'LPUSH', prefix .. KEY.ready, id)
           signal(prefix)
         end
-        emit(prefix, 'retried', id, task, attempt, now, 'worker', worker, 'duration_ms', ran,
+        emit(prefix, EV.retried, id, task, attempt, now, 'worker', worker, 'duration_ms', ran,
           'error', EVENTS_MAX > 0 and error_type(blob) or '',
           'due', EVENTS_MAX > 0 and int_s(now + math.max(delay, 0)) or '')
       else
         local field = 'r'
-        if outcome ~= 'complete' then field = 'e' end
+        if outcome ~= ST.complete then field = 'e' end
         counts[outcome] = (counts[outcome] or 0) + 1
         finished = finished + 1
         notify(prefix, id, jkey, outcome, blob, held[3])
-        if ttl == 0 and outcome ~= 'failed' then
+        if ttl == 0 and outcome ~= ST.failed then
           redis.call('DEL', jkey)
         else
           redis.call('HSET', jkey, 's', outcome, field, blob, 'et', now)
           if held[3] then redis.call('HDEL', jkey, 'wt') end
-          if outcome == 'failed' then
-            kcall(prefix, 'ZADD', prefix .. 'dead', now, id)
+          if outcome == ST.failed then
+            kcall(prefix, 'ZADD', prefix .. KEY.dead, now, id)
           elseif ttl > 0 then
             redis.call('PEXPIRE', jkey, ttl)
           end
         end
-        if outcome == 'failed' then
+        if outcome == ST.failed then
           -- the attempt that ended it, then its move to the dead-letter set
           local err = EVENTS_MAX > 0 and error_type(blob) or ''
-          emit(prefix, 'failed', id, task, attempt, now, 'worker', worker, 'duration_ms', ran,
+          emit(prefix, EV.failed, id, task, attempt, now, 'worker', worker, 'duration_ms', ran,
             'error', err)
-          emit(prefix, 'dead', id, task, attempt, now, 'worker', worker, 'duration_ms', ran,
+          emit(prefix, EV.dead, id, task, attempt, now, 'worker', worker, 'duration_ms', ran,
             'error', err)
         else
-          emit(prefix, outcome == 'complete' and 'completed' or 'aborted', id, task, attempt, now,
-            'worker', worker, 'duration_ms', ran)
+          local event = outcome == ST.complete and EV.completed or EV.aborted
+          emit(prefix, event, id, task, attempt, now, 'worker', worker, 'duration_ms', ran)
         end
       end
       out[#out + 1] = 1
     end
   end
-  if #done > 0 then bulk(prefix, 'ZREM', prefix .. 'active', done) end
+  if #done > 0 then bulk(prefix, 'ZREM', prefix .. KEY.active, done) end
   for name, n in pairs(counts) do
-    kcall(prefix, 'HINCRBY', prefix .. 'stats', name, n)
+    kcall(prefix, 'HINCRBY', prefix .. KEY.stats, name, n)
   end
   count_finished(prefix, now, finished)
   count_minute(prefix, now, counts)

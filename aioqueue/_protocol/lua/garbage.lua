@@ -1,12 +1,13 @@
 -- The job a key names, when it is a job hash's key.
 local function job_of_key(prefix, key)
-  if string.sub(key, #prefix + 1, #prefix + 2) == 'j:' then return string.sub(key, #prefix + 3) end
+  local n = #prefix + #KEY.job
+  if string.sub(key, #prefix + 1, n) == KEY.job then return string.sub(key, n + 1) end
   return nil
 end
 
 -- A name in the garbage area no earlier set-aside took.
 local function aside_name(prefix, what, now)
-  local base = prefix .. 'garbage:' .. what .. ':' .. now
+  local base = prefix .. KEY.garbage .. ':' .. what .. ':' .. now
   local dest, n = base, 0
   while redis.call('EXISTS', dest) == 1 do
     n = n + 1
@@ -16,12 +17,12 @@ local function aside_name(prefix, what, now)
 end
 
 local function record(prefix, dest, reason, now)
-  kcall(prefix, 'ZADD', prefix .. 'garbage', now, dest)
-  kcall(prefix, 'HSET', prefix .. 'garbage:why', dest, reason)
-  local news = prefix .. 'garbage:new'
+  kcall(prefix, 'ZADD', prefix .. KEY.garbage, now, dest)
+  kcall(prefix, 'HSET', prefix .. KEY.garbage_why, dest, reason)
+  local news = prefix .. KEY.garbage_new
   kcall(prefix, 'RPUSH', news, dest .. '\0' .. reason)
   kcall(prefix, 'LTRIM', news, -NEWS_MAX, -1)
-  kcall(prefix, 'HINCRBY', prefix .. 'stats', 'quarantined', 1)
+  kcall(prefix, 'HINCRBY', prefix .. KEY.stats, 'quarantined', 1)
   redis.log(redis.LOG_WARNING, 'aioqueue: set aside ' .. dest .. ': ' .. reason)
 end
 
@@ -42,7 +43,7 @@ local function set_aside(prefix, key, reason)
   redis.call('RENAME', key, dest)
   redis.call('PERSIST', dest)
   record(prefix, dest, reason, now)
-  if job then emit(prefix, 'set_aside', job, task, attempt, now) end
+  if job then emit(prefix, EV.set_aside, job, task, attempt, now) end
 end
 
 -- Keeps `raw`, an entry of the list or sorted set `source` that is no job, as a string.
@@ -88,9 +89,7 @@ local function job_fields(prefix, jkey, ...)
   return got
 end
 
-local STATUSES = {
-  queued = true, scheduled = true, active = true, complete = true, failed = true, aborted = true,
-}
+-- STATUSES (the prelude's): the values a job's `s` may have
 -- An integer as HINCRBY reads one (no leading zeros, no '-0'), in at most 12
 -- characters: the Lua number a count becomes prints back exactly. One digit,
 -- the usual count, without a pattern: claim checks every job it hands out.
@@ -175,7 +174,7 @@ local function entry_job(prefix, source, id, names)
     stray(prefix, source, id, source .. ' entry is not a job id')
     return nil
   end
-  local f, why = read_job(prefix, prefix .. 'j:' .. id, names)
+  local f, why = read_job(prefix, prefix .. KEY.job .. id, names)
   if why == 'missing' then stray(prefix, source, id, source .. ' entry names no job') end
   return f
 end

@@ -17,6 +17,13 @@ A job is a hash at `<prefix>j:<id>`:
   ab abort requested: the ttl (ms) the aborted job's record gets
   u  lock the job must hold to run: mode ('w' wait | 'd' drop) then lock name
 
+The library is assembled at load from parts (aioqueue/_protocol/lua/*.lua, in
+the order of source.py's PARTS) and a prelude generated from the Python side:
+ST (job statuses), STATUSES, KEY (what follows the prefix in each key), EV
+(event names), CODE (error codes), the payload constants. The Lua spells none
+of these itself (tests/test_library_source.py checks), and the version hashes
+the whole text, so a change on the Python side is a new library.
+
 Every key a Function touches is read and written through `kcall` or checked
 by `read_job` first: nothing stored in Redis can make a Function fail half way
 (see the garbage area below).

@@ -7,7 +7,7 @@ end
 
 -- One element in the wake list means "there may be work": idle workers block on it.
 local function signal(prefix)
-  local wake = prefix .. 'wake'
+  local wake = prefix .. KEY.wake
   if kcall(prefix, 'LLEN', wake) == 0 then
     redis.call('RPUSH', wake, '1')
   end
@@ -40,18 +40,18 @@ local function notify(prefix, id, jkey, status, blob, waiters)
   local msg = queue .. '\0' .. id .. '\0' .. status .. '\0' .. (blob or '')
   for _, cid in ipairs(clients) do
     if string.sub(cid, 1, 2) == 's:' then
-      redis.call('SPUBLISH', prefix .. 'client:' .. string.sub(cid, 3), msg)
+      redis.call('SPUBLISH', prefix .. KEY.client .. string.sub(cid, 3), msg)
     else
-      redis.call('PUBLISH', 'aq:client:' .. cid, msg)
+      redis.call('PUBLISH', CLIENT_CHANNEL .. cid, msg)
     end
   end
 end
 
 local function schedule(prefix, id, jkey, due)
-  local sched = prefix .. 'sched'
+  local sched = prefix .. KEY.sched
   local first = kcall(prefix, 'ZRANGE', sched, 0, 0, 'WITHSCORES')
   kcall(prefix, 'ZADD', sched, due, id)
-  redis.call('HSET', jkey, 's', 'scheduled', 'due', due)
+  redis.call('HSET', jkey, 's', ST.scheduled, 'due', due)
   -- An earlier due time than any known wakes an idle worker to shorten its wait.
   if first[2] == nil or due < tonumber(first[2]) then
     signal(prefix)
@@ -74,14 +74,14 @@ end
 local function abort_now(prefix, id, jkey, ab, now, task, attempt, ...)
   -- an ErrorInfo: type, message, traceback, timed_out, code (_protocol/codes.py)
   local blob = cmsgpack.pack({'aioqueue.errors.JobAborted', 'aborted while it was not running',
-    '', false, 'aborted'})
+    '', false, CODE.aborted})
   local waiters = redis.call('HGET', jkey, 'wt')
-  redis.call('HSET', jkey, 's', 'aborted', 'e', blob, 'et', now)
+  redis.call('HSET', jkey, 's', ST.aborted, 'e', blob, 'et', now)
   redis.call('HDEL', jkey, 'ab', 'wt')
-  kcall(prefix, 'HINCRBY', prefix .. 'stats', 'aborted', 1)
-  notify(prefix, id, jkey, 'aborted', blob, waiters)
+  kcall(prefix, 'HINCRBY', prefix .. KEY.stats, ST.aborted, 1)
+  notify(prefix, id, jkey, ST.aborted, blob, waiters)
   expire_record(jkey, tonumber(ab))
-  emit(prefix, 'aborted', id, task, attempt, now, ...)
+  emit(prefix, EV.aborted, id, task, attempt, now, ...)
 end
 
 -- Move due scheduled jobs and expired leases to the front of the ready list,
@@ -90,45 +90,45 @@ end
 local REAP_FIELDS = {'s', 'l', 'ab', 'a', 'w', 'd'}
 local function promote_and_reap(prefix, now, limit)
   -- removals and pushes go in one call each: per id only the job hash is touched
-  local ready = prefix .. 'ready'
+  local ready = prefix .. KEY.ready
   local moved = {}
-  local sched = prefix .. 'sched'
+  local sched = prefix .. KEY.sched
   local promoted, reaped = 0, 0
   local due = kcall(prefix, 'ZRANGE', sched, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
   if #due > 0 then
     bulk(prefix, 'ZREM', sched, due)
     for _, id in ipairs(due) do
-      local f = entry_job(prefix, 'sched', id, {'s'})
-      if f and f[1] == 'scheduled' then
-        redis.call('HSET', prefix .. 'j:' .. id, 's', 'queued')
+      local f = entry_job(prefix, KEY.sched, id, {'s'})
+      if f and f[1] == ST.scheduled then
+        redis.call('HSET', prefix .. KEY.job .. id, 's', ST.queued)
         moved[#moved + 1] = id
         promoted = promoted + 1
       end
     end
   end
-  local active = prefix .. 'active'
+  local active = prefix .. KEY.active
   local expired = kcall(prefix, 'ZRANGE', active, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
   if #expired > 0 then
     bulk(prefix, 'ZREM', active, expired)
     for _, id in ipairs(expired) do
-      local jkey = prefix .. 'j:' .. id
-      local f = entry_job(prefix, 'active', id, REAP_FIELDS)
-      if f and f[1] == 'active' then
+      local jkey = prefix .. KEY.job .. id
+      local f = entry_job(prefix, KEY.active, id, REAP_FIELDS)
+      if f and f[1] == ST.active then
         local task = EVENTS_MAX > 0 and task_of(f[6]) or ''
         if f[3] then
           abort_now(prefix, id, jkey, f[3], now, task, f[4], 'worker', f[5] or '')
         else
           -- `due`: when it became ready again, what a claim's wait_ms counts from
-          redis.call('HSET', jkey, 's', 'queued', 'due', now)
+          redis.call('HSET', jkey, 's', ST.queued, 'due', now)
           redis.call('HDEL', jkey, 'k', 'w')
           redis.call('HINCRBY', jkey, 'l', 1)
           moved[#moved + 1] = id
-          emit(prefix, 'reclaimed', id, task, f[4] or 0, now, 'worker', f[5] or '')
+          emit(prefix, EV.reclaimed, id, task, f[4] or 0, now, 'worker', f[5] or '')
         end
         reaped = reaped + 1
       end
     end
-    if reaped > 0 then kcall(prefix, 'HINCRBY', prefix .. 'stats', 'reaped', reaped) end
+    if reaped > 0 then kcall(prefix, 'HINCRBY', prefix .. KEY.stats, 'reaped', reaped) end
   end
   if #moved > 0 then bulk(prefix, 'RPUSH', ready, moved) end
   return promoted, reaped
@@ -140,7 +140,7 @@ local function next_event(prefix)
   local t = redis.call('TIME')
   local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local best = -1
-  for _, name in ipairs({'sched', 'active'}) do
+  for _, name in ipairs({KEY.sched, KEY.active}) do
     local first = kcall(prefix, 'ZRANGE', prefix .. name, 0, 0, 'WITHSCORES')
     if first[2] ~= nil then
       local wait = math.max(0, tonumber(first[2]) * 1000 - now_us)

@@ -9,7 +9,7 @@ local function heartbeat(keys, args)
     return redis.error_reply('ERR heartbeat: malformed arguments')
   end
   local now = now_ms()
-  local workers, winfo = prefix .. 'workers', prefix .. 'winfo'
+  local workers, winfo = prefix .. KEY.workers, prefix .. KEY.winfo
   kcall(prefix, 'ZADD', workers, now, worker)
   kcall(prefix, 'HSET', winfo, worker, info)
   local gone = kcall(prefix, 'ZRANGE', workers, '-inf', now - ttl, 'BYSCORE', 'LIMIT', 0, 100)
@@ -20,16 +20,16 @@ local function heartbeat(keys, args)
   local stop = {}
   for i = 5, #args, 2 do
     local id, token = args[i], args[i + 1]
-    local jkey = prefix .. 'j:' .. id
+    local jkey = prefix .. KEY.job .. id
     local held = job_fields(prefix, jkey, 's', 'k', 'ab')
-    if held[1] ~= 'active' or held[2] ~= token then
+    if held[1] ~= ST.active or held[2] ~= token then
       stop[#stop + 1] = token
       stop[#stop + 1] = 'lost'
     elseif held[3] then
       stop[#stop + 1] = token
       stop[#stop + 1] = 'abort'
     else
-      kcall(prefix, 'ZADD', prefix .. 'active', 'XX', now + lease, id)
+      kcall(prefix, 'ZADD', prefix .. KEY.active, 'XX', now + lease, id)
     end
   end
   -- jobs it made ready must wake an idle worker, not wait for its next look
@@ -40,7 +40,7 @@ end
 
 --[[ deregister(prefix; worker) ]]
 local function deregister(keys, args)
-  kcall(keys[1], 'ZREM', keys[1] .. 'workers', args[1])
-  kcall(keys[1], 'HDEL', keys[1] .. 'winfo', args[1])
+  kcall(keys[1], 'ZREM', keys[1] .. KEY.workers, args[1])
+  kcall(keys[1], 'HDEL', keys[1] .. KEY.winfo, args[1])
   return 1
 end
