@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from aioqueue._protocol import versions
 from aioqueue._protocol.garbage import log_set_aside
 from aioqueue._protocol.library import (
     LIBRARY,
@@ -78,6 +79,17 @@ class ClaimReply:
 
 class Scripts(FunctionCalls):
     """The typed wrappers: one method per Function, its arguments and reply as Python."""
+
+    async def load(self, *, worker: bool = False) -> None:
+        """Loads the library; a worker also deletes the old versions no live
+        worker runs (see ``aioqueue._protocol.versions``)."""
+        await super().load(worker=worker)
+        if worker:
+            await versions.collect(self)
+
+    async def library_beat(self, worker: str, *, leaving: bool = False) -> None:
+        """Registers ``worker`` as one that runs this library version (leaving: no more)."""
+        await versions.beat(self, worker, leaving=leaving)
 
     async def enqueue(
         self,

@@ -108,6 +108,12 @@ def queue_prefix(queue: str) -> str:
     return f"{PREFIX}:{{{queue}}}:"
 
 
+def library_prefix(version: str) -> str:
+    """The prefix of the keys of one library version (not of a queue): its
+    ``workers`` set names the live workers that run it (see versions.py)."""
+    return f"{PREFIX}:{{library:{version}}}:"
+
+
 class QueueKeys:
     """Key names of one queue, for the Python side (reads and blocking waits)."""
 

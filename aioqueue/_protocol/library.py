@@ -151,12 +151,15 @@ class FunctionCalls:
         *args: Any,
         idempotent: bool = True,
         sent: list[int] | None = None,
+        prefix: str | None = None,
     ) -> Any:
         """idempotent: the call may be sent again when its connection is lost before
         the reply (one that is not raises ``RedisUnavailable`` instead).
-        sent: a number is appended for each time the call was sent again."""
+        sent: a number is appended for each time the call was sent again.
+        prefix: KEYS[1] when it is not ``queue``'s prefix (a library version's)."""
         lane = self._lane
-        command = ("FCALL", _FN + name, 1, queue_prefix(queue), self.events_maxlen, *args)
+        key = prefix or queue_prefix(queue)
+        command = ("FCALL", _FN + name, 1, key, self.events_maxlen, *args)
         try:
             if lane is not None:
                 # the lane keeps the deadline: no timer per call on the hottest path

@@ -44,3 +44,32 @@ local function deregister(keys, args)
   kcall(keys[1], 'HDEL', keys[1] .. KEY.winfo, args[1])
   return 1
 end
+
+--[[ library_beat(prefix; worker, leaving)
+Here the prefix is a library version's own (`aq:{library:<version>}:`, keys.py's
+library_prefix), not a queue's: its `workers` set holds the workers that run
+that version, by their last beat (ms), so that a worker starting can tell the
+old versions nobody runs any more from those still in use (library_users).
+leaving '1': the worker stops (deregister). ]]
+local function library_beat(keys, args)
+  local prefix, worker, leaving = keys[1], args[1], args[2]
+  if not worker then return redis.error_reply('ERR library_beat: malformed arguments') end
+  local workers = prefix .. KEY.workers
+  if leaving == '1' then
+    kcall(prefix, 'ZREM', workers, worker)
+  else
+    kcall(prefix, 'ZADD', workers, now_ms(), worker)
+  end
+  return 1
+end
+
+--[[ library_users(prefix; ttl_ms)
+How many workers of the library version whose prefix this is beat within
+ttl_ms; those that did not are forgotten. ]]
+local function library_users(keys, args)
+  local prefix, ttl = keys[1], tonumber(args[1])
+  if not ttl then return redis.error_reply('ERR library_users: malformed ttl') end
+  local workers = prefix .. KEY.workers
+  kcall(prefix, 'ZREMRANGEBYSCORE', workers, '-inf', '(' .. (now_ms() - ttl))
+  return kcall(prefix, 'ZCARD', workers)
+end
