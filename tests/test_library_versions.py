@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from aioqueue import Queue, Worker
+from aioqueue import ConfigurationError, Queue, Worker
 from aioqueue._protocol import source, versions
 from aioqueue._protocol.functions import VERSION, Scripts
-from aioqueue._protocol.keys import library_prefix
+from aioqueue._protocol.keys import LAYOUT, QueueKeys, library_prefix
 from tests import tasks
 from tests.conftest import running
 
@@ -95,3 +96,20 @@ async def test_a_client_whose_library_was_deleted_loads_it_again(
         await client.function_delete(f"aioqueue_{VERSION}")  # another worker's cleanup, say
         await queue.enqueue(tasks.add, 1, 1)
     assert f"aioqueue_{VERSION}" in await names(client)
+
+
+async def test_enqueue_records_the_layout_and_a_worker_refuses_a_newer_one(
+    redis_url: str, queue_name: str, client: aioredis.Redis
+) -> None:
+    meta = QueueKeys(queue_name).meta
+    async with Queue(redis_url, name=queue_name) as queue:
+        await queue.enqueue(tasks.add, 1, 1)
+        assert await client.hget(meta, "layout") == str(LAYOUT).encode()
+        await client.hset(meta, "layout", LAYOUT + 1)  # a later release stored it
+        await queue.enqueue(tasks.add, 1, 1)  # an enqueue never rewrites it
+    assert await client.hget(meta, "layout") == str(LAYOUT + 1).encode()
+    worker = Worker([tasks.add], redis_url=redis_url, queues=["other-" + queue_name, queue_name])
+    with anyio.fail_after(10), pytest.raises(ConfigurationError, match="newer than this"):
+        await worker.run()
+    # nothing was claimed from it
+    assert await client.llen(QueueKeys(queue_name).ready) == 2

@@ -87,6 +87,10 @@ class Scripts(FunctionCalls):
         if worker:
             await versions.collect(self)
 
+    async def check_layout(self, queues: tuple[str, ...] | list[str]) -> None:
+        """``ConfigurationError`` for a queue stored in a newer data layout."""
+        await versions.check_layout(self, queues)
+
     async def library_beat(self, worker: str, *, leaving: bool = False) -> None:
         """Registers ``worker`` as one that runs this library version (leaving: no more)."""
         await versions.beat(self, worker, leaving=leaving)

@@ -15,6 +15,10 @@ THROUGHPUT_BUCKET_MS = 10_000  # the Lua `finish` counts finished jobs per bucke
 MINUTE_MS = 60_000  # and attempts ended per outcome per minute, for about an hour
 # entries a queue's event stream keeps (XADD MAXLEN ~): about 1 MB of Redis memory
 EVENTS_MAXLEN = 10_000
+# The data layout of a queue's keys: recorded in its `meta` hash (`layout`) by
+# the first enqueue; a worker refuses a queue recorded with a newer one. Raise
+# it when a release stores a queue in a way older releases would misread.
+LAYOUT = 1
 # what the Functions append to it, the `event` field (docs/reference/events.md)
 EVENT_NAMES = (
     "enqueued",
@@ -90,6 +94,7 @@ SUFFIXES: dict[str, str] = {
     "crondef": "crondef",
     "events": "events",
     "seq": "seq",  # the delivery token counter
+    "meta": "meta",  # hash: facts about the queue itself (its data layout)
     "job": "j:",
     "tput": "tput:",
     "tpm": "tpm:",
@@ -111,7 +116,7 @@ def queue_prefix(queue: str) -> str:
 def library_prefix(version: str) -> str:
     """The prefix of the keys of one library version (not of a queue): its
     ``workers`` set names the live workers that run it (see versions.py)."""
-    return f"{PREFIX}:{{library:{version}}}:"
+    return f"{PREFIX}:library:{{{version}}}:"
 
 
 class QueueKeys:
@@ -129,6 +134,7 @@ class QueueKeys:
         "garbage",
         "garbage_new",
         "garbage_why",
+        "meta",
         "prefix",
         "ready",
         "sched",
@@ -163,6 +169,7 @@ class QueueKeys:
         # stream: what happened to the queue's jobs (docs/reference/events.md)
         self.events = p + _S["events"]
         self.seq = p + _S["seq"]
+        self.meta = p + _S["meta"]
 
     def claimed(self, worker_id: str) -> str:
         """A worker's last claim on the queue, kept one lease for a replay."""

@@ -18,7 +18,7 @@ from importlib import resources
 
 from aioqueue._protocol import codes, signing
 from aioqueue._protocol.envelope import ENVELOPE_VERSION, JobStatus
-from aioqueue._protocol.keys import CLIENT_CHANNEL, EVENT_NAMES, SUFFIXES
+from aioqueue._protocol.keys import CLIENT_CHANNEL, EVENT_NAMES, LAYOUT, SUFFIXES
 
 __all__ = ["LIBRARY", "PARTS", "VERSION", "assemble", "prelude", "version_of"]
 
@@ -38,11 +38,12 @@ PARTS = (
     "register",  # every Function registered, with the event stream's cap
 )
 
-# what the claim must know of the payload to read a job's task name
+# what the claim must know of the payload to read a job's task name, and the layout
 CONSTANTS: Mapping[str, str | int] = {
     "SIGNED_MAGIC": signing.MAGIC.decode(),
     "SIGNED_HEADER": signing.HEADER,
     "ENVELOPE_VERSION": ENVELOPE_VERSION,
+    "LAYOUT": LAYOUT,  # the queue data layout this library writes (keys.py)
 }
 
 

@@ -21,13 +21,13 @@ import anyio
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
-from aioqueue._protocol.keys import library_prefix
+from aioqueue._protocol.keys import LAYOUT, QueueKeys, library_prefix
 from aioqueue._protocol.library import VERSION, FunctionCalls
-from aioqueue.errors import AioqueueError
+from aioqueue.errors import AioqueueError, ConfigurationError
 
-__all__ = ["LIBRARY_TTL", "beat", "collect", "library_names"]
+__all__ = ["LIBRARY_TTL", "beat", "check_layout", "collect", "library_names"]
 
 log = structlog.get_logger("aioqueue.worker")
 
@@ -104,3 +104,30 @@ async def _collect(calls: FunctionCalls) -> list[str]:
                 log.info("worker.library_deleted", library=name)
                 deleted.append(name)
     return deleted
+
+
+async def check_layout(calls: FunctionCalls, queues: tuple[str, ...] | list[str]) -> None:
+    """Refuses (``ConfigurationError``) a queue whose recorded data layout is newer
+    than this release's ``LAYOUT``, or unreadable: its keys may mean what this
+    code would misread. A queue never enqueued to has none yet: any release may."""
+    for queue in queues:
+        try:
+            raw = await calls.read("HGET", QueueKeys(queue).meta, "layout")
+        except NoPermissionError as exc:
+            raise ConfigurationError(
+                f"the Redis user may not read {QueueKeys(queue).meta}, where queue {queue!r}"
+                f" records its data layout: {exc}"
+            ) from None
+        if raw is None:
+            continue
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        if not text.isdigit():
+            raise ConfigurationError(
+                f"queue {queue!r} records a data layout aioqueue cannot read ({text!r}"
+                f" in {QueueKeys(queue).meta})"
+            )
+        if int(text) > LAYOUT:
+            raise ConfigurationError(
+                f"queue {queue!r} is stored in data layout {text}, newer than this"
+                f" aioqueue's {LAYOUT}: a later release wrote it; upgrade this worker"
+            )

@@ -21,6 +21,8 @@ local function enqueue(keys, args)
         .. held .. ' jobs; its limit is ' .. max_length)
     end
   end
+  -- the layout this queue's keys are stored in, for workers of later releases
+  kcall(prefix, 'HSETNX', prefix .. KEY.meta, 'layout', LAYOUT)
   local now = now_ms()
   local out = {}
   local pushed = {}

@@ -46,7 +46,7 @@ local function deregister(keys, args)
 end
 
 --[[ library_beat(prefix; worker, leaving)
-Here the prefix is a library version's own (`aq:{library:<version>}:`, keys.py's
+Here the prefix is a library version's own (`aq:library:{<version>}:`, keys.py's
 library_prefix), not a queue's: its `workers` set holds the workers that run
 that version, by their last beat (ms), so that a worker starting can tell the
 old versions nobody runs any more from those still in use (library_users).
