@@ -5,6 +5,32 @@ Keys of one queue share the hash tag `{queue}`; KEYS[1] is always the queue's
 key prefix (`aq:{name}:`) and the function derives the rest of the queue's keys
 from it, so every key touched lives in the same cluster slot.
 
+Why the keys are not each passed in KEYS (FCALL's contract asks for it): the
+set a call touches is not known before it runs. claim touches the hash of each
+job it pops from `ready`, the lock each of those names, its lock queue; finish
+the jobs of a batch and the locks they held; any Function may set a key aside
+under a name it makes up (`garbage:<what>:<ms>`). What Redis Cluster needs
+KEYS for is the routing, and KEYS[1] gives it: every derived key carries the
+same hash tag, so it is in that slot (tests/test_key_slots.py checks every key
+a round trip writes). A strict server that refuses undeclared keys (Dragonfly
+without `--default_lua_flags=allow-undeclared-keys`) cannot run this library.
+Per Function, from KEYS[1] (`j:<id>` a job; + the garbage area, through kcall):
+  enqueue      j:<id> ready sched cpu wake meta events stats
+  claim        ready cpu sched active j:<id> lock:<n> lockq:<n> wake cwake seq
+               claimed:<worker> nudge:<worker> garbage:new events stats
+  finish       j:<id> active ready sched dead lock:<n> lockq:<n> wake stats
+               tput:<bucket> tpm:<minute> events; PUBLISH to waiting clients
+  heartbeat    workers winfo j:<id> active, then as claim's promote and reap
+  deregister   workers winfo
+  abort        j:<id> sched stats events; PUBLISH on abort
+  watch, unwatch  j:<id>
+  quarantine   j:<id> active
+  requeue, purge  j:<id> dead ready wake events
+  cron_define  crondef
+  cron_fire    cron crondef lock:<n> j:<id> ready wake stats events
+  library_beat, library_users  workers, under a library version's own prefix
+               (`aq:library:{<version>}:`, its own slot), not a queue's
+
 A job is a hash at `<prefix>j:<id>`:
   d  payload written by the producer (opaque bytes)
   s  status: queued | scheduled | active | complete | failed | aborted
