@@ -329,7 +329,7 @@ async def test_an_error_reply_in_the_claim_loop_is_logged_counted_and_backed_off
     user = f"u-{queue_name}"
     prefix = QueueKeys(queue_name).prefix
     admin = aioredis.from_url(redis_url)
-    keys = ("ready", "active", "wake", "seq", "stats", "dead", "cpu", "cwake", "events")
+    keys = ("ready", "active", "wake", "seq", "stats", "dead", "cpu", "cwake", "events", "meta")
     patterns = [f"{prefix}{k}" for k in keys]
     patterns += [prefix, f"{prefix}j:*", f"{prefix}tput:*", f"{prefix}garbage*", f"{prefix}w*"]
     patterns += [f"{prefix}claimed:*"]  # each worker's last claim, for a claim sent again

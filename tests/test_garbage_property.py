@@ -6,7 +6,7 @@ Each example builds a queue (jobs ready, due in the scheduled set, and held by a
 worker that died), then replaces random keys by random values of random types, sets
 random job fields to random bytes and pushes random entries into the ready list and
 the scheduled and active sets. One burst worker drains it. The oracle below is the
-rule the Functions follow (see ``read_job`` in lua/aioqueue.lua), written again.
+rule the Functions follow (see ``read_job`` in lua/garbage.lua), written again.
 
 Short in ``make test``; ``AIOQUEUE_HYPOTHESIS=long`` runs thousands of examples.
 """

@@ -238,3 +238,42 @@ def test_an_installed_middleware_joins_every_queue_and_worker_made_afterwards() 
         uninstall(rec)
     assert rec not in Queue().middleware
     assert rec not in before.middleware
+
+
+class Waits(Middleware):
+    def __init__(self) -> None:
+        self.waits: dict[tuple[str, int], float | None] = {}
+        self.done = anyio.Event()
+
+    def before_attempt(self, attempt: Attempt) -> None:
+        self.waits[(attempt.job_id, attempt.attempt)] = attempt.wait
+
+    def on_settled(self, attempt: Attempt, result: AttemptResult) -> None:
+        if len(self.waits) == 3:
+            self.done.set()
+
+
+async def test_an_attempt_knows_how_long_its_job_waited(redis_url: str, queue_name: str) -> None:
+    """The claim's reply carries each job's wait (the `started` event's wait_ms)."""
+    from aioqueue.admin import Admin
+
+    mw = Waits()
+    worker = Worker(
+        [tasks.add, tasks.flaky], redis_url=redis_url, queues=[queue_name], middleware=[mw]
+    )
+    async with Queue(redis_url, name=queue_name) as queue:
+        # enqueued before any worker runs: it waits until the worker's first claim
+        first = await queue.enqueue(tasks.add, 1, 2)
+        flaky = await queue.enqueue(tasks.flaky, 1)
+        async with running(worker):
+            assert await first.result(timeout=5) == 3
+            assert await flaky.result(timeout=5) == 2
+            with anyio.fail_after(5):
+                await mw.done.wait()
+    assert set(mw.waits) == {(first.id, 1), (flaky.id, 1), (flaky.id, 2)}
+    async with Admin(redis_url) as admin:
+        started = [e for e in await admin.events(queue_name) if e.event == "started"]
+    # each attempt's wait is what its `started` event recorded, in seconds
+    recorded = {(e.job, e.attempt): int(e.extra["wait_ms"]) / 1000 for e in started}
+    assert mw.waits == recorded
+    assert all(w is not None and w >= 0 for w in mw.waits.values())

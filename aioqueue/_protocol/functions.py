@@ -1,4 +1,4 @@
-"""One typed wrapper per Function of the Redis Functions library (``lua/aioqueue.lua``).
+"""One typed wrapper per Function of the Redis Functions library (``lua/``).
 
 Loading the library and the calls themselves (deadlines, the shared lane,
 reloading after a restart) are ``aioqueue._protocol.library``'s; its names are
@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from aioqueue._protocol import versions
 from aioqueue._protocol.garbage import log_set_aside
 from aioqueue._protocol.library import (
     LIBRARY,
@@ -78,6 +79,21 @@ class ClaimReply:
 
 class Scripts(FunctionCalls):
     """The typed wrappers: one method per Function, its arguments and reply as Python."""
+
+    async def load(self, *, worker: bool = False) -> None:
+        """Loads the library; a worker also deletes the old versions no live
+        worker runs (see ``aioqueue._protocol.versions``)."""
+        await super().load(worker=worker)
+        if worker:
+            await versions.collect(self)
+
+    async def check_layout(self, queues: tuple[str, ...] | list[str]) -> None:
+        """``ConfigurationError`` for a queue stored in a newer data layout."""
+        await versions.check_layout(self, queues)
+
+    async def library_beat(self, worker: str, *, leaving: bool = False) -> None:
+        """Registers ``worker`` as one that runs this library version (leaving: no more)."""
+        await versions.beat(self, worker, leaving=leaving)
 
     async def enqueue(
         self,
@@ -180,8 +196,9 @@ class Scripts(FunctionCalls):
                 out[i + 4],
                 out[i + 5],
                 out[i + 6] == 1,
+                out[i + 7] / 1000 if out[i + 7] >= 0 else None,
             )
-            for i in range(first, len(out), 7)
+            for i in range(first, len(out), 8)
         ]
         wait_ms = wait_us / 1000 if wait_us >= 0 else -1.0
         return ClaimReply(wait_ms, jobs, promoted, reaped, lines, waiting_cpu)

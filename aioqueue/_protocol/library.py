@@ -1,4 +1,4 @@
-"""Loading the Redis Functions library (``lua/aioqueue.lua``) and calling into it.
+"""Loading the Redis Functions library (``lua/``, assembled by ``source``) and calling into it.
 
 The library name and every function name carry a hash of the Lua source, so
 workers and producers of different versions can share one Redis during a
@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 from contextvars import ContextVar
-from importlib import resources
 from typing import Any
 
 import anyio
@@ -25,10 +22,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AskError, OutOfMemoryError, ResponseError
 
-from aioqueue._protocol import signing
 from aioqueue._protocol.durations import count
-from aioqueue._protocol.envelope import ENVELOPE_VERSION
 from aioqueue._protocol.keys import EVENTS_MAXLEN, queue_prefix
+from aioqueue._protocol.source import LIBRARY, VERSION
 from aioqueue._redis.cluster import ClusterClient, load_library
 from aioqueue._redis.connect import RedisClient
 from aioqueue._redis.errors import UNAVAILABLE, refusal
@@ -38,17 +34,6 @@ from aioqueue.errors import AioqueueError, ConfigurationError, QueueFull, RedisU
 __all__ = ["LIBRARY", "TESTING_CLOCK", "TESTING_LIBRARY", "VERSION", "FunctionCalls"]
 
 
-_SOURCE = resources.files("aioqueue._protocol").joinpath("lua/aioqueue.lua").read_text()
-# what the claim must know of the payload to read a job's task name; in the
-# version hash, so a change here is a new library, never two under one name
-_CONSTANTS = {
-    "__SIGNED_MAGIC__": signing.MAGIC.decode(),
-    "__SIGNED_HEADER__": str(signing.HEADER),
-    "__ENVELOPE_VERSION__": str(ENVELOPE_VERSION),
-}
-_TEXT = functools.reduce(lambda text, kv: text.replace(*kv), _CONSTANTS.items(), _SOURCE)
-VERSION = hashlib.sha1(_TEXT.encode()).hexdigest()[:10]  # noqa: S324 - a name, not security
-LIBRARY = _TEXT.replace("__VERSION__", VERSION)
 _FN = f"aq_{VERSION}_"
 # aioqueue.testing's build: these same function names on its private Redis, on a
 # clock that moves only when a test moves it. A worker refuses a Redis that holds
@@ -166,12 +151,15 @@ class FunctionCalls:
         *args: Any,
         idempotent: bool = True,
         sent: list[int] | None = None,
+        prefix: str | None = None,
     ) -> Any:
         """idempotent: the call may be sent again when its connection is lost before
         the reply (one that is not raises ``RedisUnavailable`` instead).
-        sent: a number is appended for each time the call was sent again."""
+        sent: a number is appended for each time the call was sent again.
+        prefix: KEYS[1] when it is not ``queue``'s prefix (a library version's)."""
         lane = self._lane
-        command = ("FCALL", _FN + name, 1, queue_prefix(queue), self.events_maxlen, *args)
+        key = prefix or queue_prefix(queue)
+        command = ("FCALL", _FN + name, 1, key, self.events_maxlen, *args)
         try:
             if lane is not None:
                 # the lane keeps the deadline: no timer per call on the hottest path

@@ -26,9 +26,10 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from aioqueue._protocol.functions import Scripts
+from aioqueue._protocol.functions import VERSION, Scripts
 from aioqueue._protocol.garbage import abort_target
 from aioqueue._protocol.keys import QueueKeys
+from aioqueue._protocol.versions import LIBRARY_TTL
 from aioqueue._redis.cluster import ClusterClient, any_node_pubsub
 from aioqueue._redis.connect import RedisClient
 from aioqueue._redis.errors import UNAVAILABLE
@@ -37,12 +38,13 @@ from aioqueue._worker.deliveries import Deliveries
 from aioqueue._worker.heartbeat import on_schedule
 from aioqueue._worker.settings import WorkerSettings
 from aioqueue._worker.stats import WorkerStats
+from aioqueue.errors import RedisRefused
 
 __all__ = ["Liveness"]
 
 log = structlog.get_logger("aioqueue.worker")
 
-REGISTRY_TTL = 60.0  # a worker that stops beating drops out of the registry after this
+REGISTRY_TTL = LIBRARY_TTL  # a worker that stops beating drops out of the registry after this
 DEREGISTER_WITHIN = 2.0
 LISTEN_FIRST, LISTEN_MOST = 0.1, 2.0  # seconds before the abort listener connects again
 
@@ -65,6 +67,7 @@ class Liveness:
         self.deliveries = deliveries
         self.stats = stats
         self.started_at = started_at  # the run's start (wall clock): the dashboard's uptime
+        self._library_refused = False
 
     # -- heartbeat ------------------------------------------------------------------
 
@@ -87,6 +90,7 @@ class Liveness:
                 "seen": time.time(),
                 "started": self.started_at,
                 "lease": s.lease,
+                "library": VERSION,  # the Functions library version it runs
             }
         )
         lease_ms = int(s.lease * 1000)
@@ -100,12 +104,22 @@ class Liveness:
                 if running is not None:
                     log.warning("job.stopping", job_id=running.job.id, queue=queue, reason=reason)
                     running.stop(reason)
+        # so that a worker of another version keeps this library (versions.py)
+        if not self._library_refused:
+            try:
+                await self.scripts.library_beat(self.worker_id)
+            except RedisRefused as exc:  # an ACL for the queues' keys only: once is enough
+                self._library_refused = True
+                log.warning("worker.library_beat_refused", error=str(exc))
 
     async def deregister(self) -> None:
         with anyio.move_on_after(DEREGISTER_WITHIN, shield=True):
             for queue in self.settings.queues:
                 with contextlib.suppress(*UNAVAILABLE):
                     await self.scripts.deregister(queue, self.worker_id)
+            if not self._library_refused:
+                with contextlib.suppress(*UNAVAILABLE, RedisRefused):
+                    await self.scripts.library_beat(self.worker_id, leaving=True)
 
     # -- aborts ---------------------------------------------------------------------
 

@@ -256,6 +256,7 @@ class WorkerRun:
         while True:
             try:
                 await self.scripts.load(worker=True)
+                await self.scripts.check_layout(self.settings.queues)
                 await self._check_redis()
                 return
             except UNAVAILABLE as exc:

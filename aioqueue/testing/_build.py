@@ -44,7 +44,7 @@ def build(production: str = LIBRARY) -> str:
     unsupported = _UNSUPPORTED.search(body)
     if unsupported:
         raise RuntimeError(
-            f"aioqueue.testing's clock does not handle {unsupported.group(0)!r} in aioqueue.lua"
+            f"aioqueue.testing's clock does not handle {unsupported.group(0)!r} in the library"
         )
     routed, calls = _CALL.subn(r"aqt_\1(", body)
     if calls == 0:

@@ -1,0 +1,83 @@
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+--[[ The garbage area. Redis does not roll a Function back when it errors half
+way, so nothing a Function reads may make it error: a key of the wrong type,
+a job field that does not parse, a list entry that names no job. Each is moved
+(or copied) under `<prefix>garbage:<what>:<ms>` with its raw bytes, never
+deleted; `<prefix>garbage` (zset: name -> ms) lists them, `<prefix>garbage:why`
+(hash: name -> reason) says why, and `<prefix>garbage:new` holds a line per
+set-aside for the next claim to hand to its worker, which logs it. ]]
+local NEWS_MAX = 1000 -- unread set-aside lines kept (the set-asides themselves all are)
+local kcall -- forward: set-asides write through it, and it sets keys aside
+
+--[[ The event stream `<prefix>events` (docs/reference/events.md): the Function
+call that changes a job's state appends what it did, with XADD MAXLEN ~ (a
+stream id and `ts` from this Redis's clock). Every Function takes the cap as
+its first argument (see `register`); 0 writes nothing. The stream goes
+through kcall like any key: a planted value of another type there is set
+aside and the entry goes to a fresh stream, the state change goes on. ]]
+local EVENTS_MAX = 0
+local EVENTS_ARG = '0' -- EVENTS_MAX as the caller sent it, checked digits
+
+-- Numbers go to XADD as strings made here: Redis 7.0 turns a Lua number into
+-- an argument with '%.17g', which made number fields cost more than the entry.
+local SMALL = {} -- 0 .. 99 as strings, filled as they come (no `string` at load time)
+local function int_s(n)
+  local v = SMALL[n]
+  if v then return v end
+  v = string.format('%d', n)
+  if n >= 0 and n < 100 and n == math.floor(n) then SMALL[n] = v end
+  return v
+end
+local now_n, now_s = nil, nil -- one conversion of `now` per call, however many entries
+
+-- The string that starts at byte `at` of a MessagePack value, or nil.
+local function mp_str(s, at)
+  local head = string.byte(s, at)
+  if not head then return nil end
+  if head >= 0xa0 and head <= 0xbf then -- fixstr
+    return string.sub(s, at + 1, at + head - 0xa0)
+  elseif head == 0xd9 then -- str 8
+    local len = string.byte(s, at + 1)
+    if len then return string.sub(s, at + 2, at + 1 + len) end
+  elseif head == 0xda then -- str 16
+    local hi, lo = string.byte(s, at + 1, at + 2)
+    if lo then return string.sub(s, at + 3, at + 2 + hi * 256 + lo) end
+  end
+  return nil
+end
+
+-- The task name in a payload aioqueue wrote (job.py's Envelope, optionally
+-- signed as in signing.py): a MessagePack array whose first item is the
+-- envelope version, then the task name. nil for anything else: such a job is
+-- dispatched as I/O-bound, and the worker that reads it sets it aside if it is
+-- garbage. SIGNED_MAGIC, SIGNED_HEADER and ENVELOPE_VERSION are the prelude's.
+local function task_of(payload)
+  if not payload then return nil end
+  local at = 1
+  if string.sub(payload, 1, #SIGNED_MAGIC) == SIGNED_MAGIC then at = SIGNED_HEADER + 1 end
+  local array, version = string.byte(payload, at, at + 1)
+  if not version or array < 0x92 or array > 0x9f or version ~= ENVELOPE_VERSION then return nil end
+  return mp_str(payload, at + 2)
+end
+
+-- The exception type an error record names (envelope.py's ErrorInfo: a
+-- MessagePack array, the type first); '' when the record is not one.
+local function error_type(blob)
+  local array = string.byte(blob, 1)
+  if not array or array < 0x92 or array > 0x9f then return '' end
+  return mp_str(blob, 2) or ''
+end
+
+-- Appends one entry; `...` are the optional field/value pairs (never nil,
+-- numbers as int_s strings). attempt: a job field's string, or a number.
+local function emit(prefix, event, id, task, attempt, now, ...)
+  if EVENTS_MAX == 0 then return end
+  if now ~= now_n then now_n, now_s = now, string.format('%d', now) end
+  if type(attempt) ~= 'string' then attempt = int_s(attempt or 0) end
+  kcall(prefix, 'XADD', prefix .. KEY.events, 'MAXLEN', '~', EVENTS_ARG, '*', 'event', event,
+    'job', id, 'task', task or '', 'attempt', attempt, 'ts', now_s, ...)
+end
