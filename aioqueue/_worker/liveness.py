@@ -42,6 +42,8 @@ from aioqueue.errors import RedisRefused
 
 __all__ = ["Liveness"]
 
+LIBRARY_BEAT_EVERY = 15.0  # seconds between library registrations (kept 60 s)
+
 log = structlog.get_logger("aioqueue.worker")
 
 REGISTRY_TTL = LIBRARY_TTL  # a worker that stops beating drops out of the registry after this
@@ -68,6 +70,7 @@ class Liveness:
         self.stats = stats
         self.started_at = started_at  # the run's start (wall clock): the dashboard's uptime
         self._library_refused = False
+        self._library_beat_at = -LIBRARY_BEAT_EVERY  # the first heartbeat beats it too
 
     # -- heartbeat ------------------------------------------------------------------
 
@@ -105,7 +108,12 @@ class Liveness:
                     log.warning("job.stopping", job_id=running.job.id, queue=queue, reason=reason)
                     running.stop(reason)
         # so that a worker of another version keeps this library (versions.py)
-        if not self._library_refused:
+        # once in LIBRARY_BEAT_EVERY, not every heartbeat: an idle worker sends about
+        # one command a second (tests/test_processes.py), and the registry keeps a
+        # version for a minute after its last beat
+        now = time.monotonic()
+        if not self._library_refused and now - self._library_beat_at >= LIBRARY_BEAT_EVERY:
+            self._library_beat_at = now
             try:
                 await self.scripts.library_beat(self.worker_id)
             except RedisRefused as exc:  # an ACL for the queues' keys only: once is enough
