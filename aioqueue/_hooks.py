@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import structlog
@@ -18,7 +18,7 @@ import structlog
 from aioqueue.errors import ConfigurationError
 from aioqueue.middleware import Middleware, installed
 
-__all__ = ["NO_HOOKS", "Hooks", "all_sync", "fire", "fire_sync", "with_installed"]
+__all__ = ["NO_HOOKS", "Hooks", "fire", "start", "with_installed"]
 
 log = structlog.get_logger("aioqueue.middleware")
 
@@ -97,17 +97,18 @@ async def fire(calls: tuple[Call, ...], *args: Any) -> None:
             _failed(name, hook, exc)
 
 
-def fire_sync(calls: tuple[Call, ...], *args: Any) -> None:
-    """``fire`` for hooks that are all plain ``def`` (see ``all_sync``): no coroutine."""
-    for hook, _, name in calls:
+def start(calls: tuple[Call, ...], *args: Any) -> Coroutine[Any, Any, None] | None:
+    """Calls the plain hooks up to the first async one now; returns what is left to
+    await (in order, as ``fire``), or None when every hook was plain: the common
+    middleware, counters, tracers and the built-in log, cost no coroutine."""
+    for i, (hook, is_async, name) in enumerate(calls):
+        if is_async:
+            return fire(calls[i:], *args)
         try:
             hook(*args)
         except Exception as exc:
             _failed(name, hook, exc)
-
-
-def all_sync(calls: tuple[Call, ...]) -> bool:
-    return not any(is_async for _, is_async, _ in calls)
+    return None
 
 
 def _failed(name: str, hook: Any, exc: Exception) -> None:

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from aioqueue._client.job import Job
-from aioqueue._hooks import Hooks, all_sync, fire, fire_sync
+from aioqueue._hooks import Hooks, start
 from aioqueue._protocol.functions import EnqueueWire
 from aioqueue._protocol.keys import new_job_id
 from aioqueue.errors import ConfigurationError
@@ -53,7 +53,6 @@ class ProducerHooks:
 
     def __init__(self, hooks: Hooks) -> None:
         self.before, self.after = hooks.before_enqueue, hooks.after_enqueue
-        self.before_sync, self.after_sync = all_sync(self.before), all_sync(self.after)
 
     async def enqueue(self, queue: Sender, task: Task[Any, Any], call: Call) -> Job[Any]:
         message = _message(task, queue.name)
@@ -86,16 +85,14 @@ class ProducerHooks:
         return jobs
 
     async def _before(self, enqueue: Enqueue) -> None:
-        if self.before_sync:
-            fire_sync(self.before, enqueue)
-        else:
-            await fire(self.before, enqueue)
+        rest = start(self.before, enqueue)
+        if rest is not None:
+            await rest
 
     async def _after(self, enqueue: Enqueue, error: BaseException | None) -> None:
-        if self.after_sync:
-            fire_sync(self.after, enqueue, error)
-        else:
-            await fire(self.after, enqueue, error)
+        rest = start(self.after, enqueue, error)
+        if rest is not None:
+            await rest
 
 
 def _message(task: Task[Any, Any], default_queue: str) -> Message:

@@ -11,13 +11,15 @@ import contextlib
 import functools
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import anyio
 import structlog
 
-from aioqueue._hooks import NO_HOOKS, Hooks, all_sync, fire, fire_sync
+from aioqueue._hooks import NO_HOOKS, Hooks, start
 from aioqueue._protocol import codes, signing
 from aioqueue._protocol.durations import count, seconds
 from aioqueue._protocol.envelope import Envelope, ErrorInfo, decode_envelope
@@ -86,7 +88,7 @@ class Outcome:
 
 
 RELEASE = Outcome("release")
-_NO_HEADERS: dict[str, str] = {}
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})  # shared: read-only
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +147,6 @@ class Executor:
         self.hooks = hooks
         self._hooked = hooks.attempts
         self._before, self._after = hooks.before_attempt, hooks.after_attempt
-        # plain hooks are called as such: no coroutine per job for the built-in log
-        self._before_sync, self._after_sync = all_sync(self._before), all_sync(self._after)
 
     async def run(self, running: Running) -> Outcome | None:
         """The outcome to record, or None when the delivery is no longer ours.
@@ -161,10 +161,9 @@ class Executor:
         attempt = running.attempt
         if attempt is not None:
             running.result = result = self._result(attempt, outcome)
-            if self._after_sync:
-                fire_sync(self._after, attempt, result)
-            else:
-                await fire(self._after, attempt, result)
+            rest = start(self._after, attempt, result)
+            if rest is not None:
+                await rest
         return outcome
 
     @staticmethod
@@ -210,12 +209,9 @@ class Executor:
                 job.wait,
                 time.perf_counter(),
             )
-            if not self._before:
-                pass
-            elif self._before_sync:
-                fire_sync(self._before, attempt)
-            else:
-                await fire(self._before, attempt)
+            rest = start(self._before, attempt)
+            if rest is not None:
+                await rest
         task = self.tasks.get(envelope.task)
         if task is None or task.fn is None:
             unknown = UnknownTaskError(f"no task named {envelope.task!r} in this worker")
