@@ -219,8 +219,10 @@ class Admin:
     async def events(
         self, queue: str, *, after: str | None = None, count: int = 100
     ) -> list[Event]:
-        """Entries of ``queue``'s event stream, oldest first: the newest ``count``, or
-        the first ``count`` after stream id ``after`` (``"0"``: from the oldest kept).
+        """Events of ``queue``'s stream, oldest first: the newest ``count``, or those
+        of the first ``count`` entries after stream id ``after`` (``"0"``: from the
+        oldest kept). The jobs one Function call moved share an entry and its id, so
+        a read after an id returns whole entries (it may hold more than ``count``).
         A stream key holding another type raises ``RedisRefused`` (code WRONGTYPE)."""
         return await events.read(self.redis, queue, after, max(1, count))
 

@@ -69,7 +69,7 @@ async def bench(url: str, jobs: int, rounds: int) -> None:
     results: dict[str, list[tuple[float, float, float]]] = {"on": [], "off": []}
     redis = aioredis.from_url(url)
     await one_round(url, "bench-events-warmup", 2000, EVENTS_MAXLEN)  # imports, library load
-    stream_len = stream_bytes = 0
+    stream_len = stream_bytes = stream_events = 0
     for i in range(rounds):
         for mode, maxlen in (
             (("on", EVENTS_MAXLEN), ("off", 0))
@@ -82,6 +82,9 @@ async def bench(url: str, jobs: int, rounds: int) -> None:
                 key = QueueKeys(queue).events
                 stream_len = await redis.xlen(key)
                 stream_bytes = int(await redis.memory_usage(key) or 0)
+                # events kept: an entry of several jobs says how many (field n)
+                entries = await redis.xrange(key, "-", "+")
+                stream_events = sum(int(f.get(b"n", 1)) for _, f in entries)
             else:
                 assert not await redis.exists(QueueKeys(queue).events)
     await redis.aclose()
@@ -99,7 +102,10 @@ async def bench(url: str, jobs: int, rounds: int) -> None:
         f" enqueue_many {med['on'][0] / med['off'][0]:.3f},"
         f" Redis time per job {med['on'][2] / med['off'][2]:.3f}"
     )
-    print(f"  stream after an 'on' round: {stream_len} entries, {stream_bytes / 1e6:.1f} MB")
+    print(
+        f"  stream after an 'on' round: {stream_len} entries holding {stream_events} events,"
+        f" {stream_bytes / 1e6:.2f} MB ({stream_bytes / max(stream_events, 1):.0f} bytes/event)"
+    )
 
 
 def main() -> None:

@@ -154,7 +154,12 @@ def test_info_shows_depths_workers_and_throughput(redis_url: str, queue_name: st
     assert q["stats"]["complete"] >= 7 and q["stats"]["failed"] == 1
     (w,) = [w for w in q["workers"] if w["id"] == worker.id]
     assert w["alive"] and w["pid"] == os.getpid() and w["concurrency"] == 100
-    assert table.exit_code == 0
+    # other tests leave garbage in their queues on this shared Redis: info shows all
+    # and exits 2 for theirs, never for ours
+    problems = table.stderr.partition("the rest shown:")[2]
+    assert table.exit_code == 0 or (table.exit_code == 2 and queue_name not in problems), (
+        table.stdout + table.stderr
+    )
     line = next(row for row in table.stdout.splitlines() if row.startswith(queue_name + " "))
     assert line.split()[4] == "1"  # FAILED column
     assert worker.id in table.stdout

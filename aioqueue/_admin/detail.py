@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
-from aioqueue._admin.events import Event, parse_event
+from aioqueue._admin.events import Event, parse_entry
 from aioqueue._admin.pages import as_int, as_text, decode_args, decoded, events_key
 from aioqueue._protocol.envelope import ErrorInfo, decode_error
 from aioqueue._protocol.keys import QueueKeys
@@ -30,7 +30,7 @@ from aioqueue.errors import JobNotFound
 from aioqueue.serializers import Serializer
 from aioqueue.task import DEFAULT_RESULT_TTL
 
-__all__ = ["Event", "JobDetail", "abort", "job_detail", "parse_event"]
+__all__ = ["Event", "JobDetail", "abort", "job_detail", "parse_entry"]
 
 TIMELINE_READ = 1000
 TIMELINE_READS = 5
@@ -176,8 +176,9 @@ async def timeline(
                 return found, False  # garbage where the stream belongs: no timeline
             raise refusal(exc, f"reading {key}") from None
         for stream_id, fields in entries:
-            if fields.get(b"job") == wanted:
-                found.append(parse_event(queue, stream_id, fields))
+            jobs = fields.get(b"job", b"")
+            if jobs == wanted or b"n" in fields:  # an entry of several jobs may hold it
+                found.extend(e for e in parse_entry(queue, stream_id, fields) if e.job == job_id)
         if len(entries) < TIMELINE_READ:
             return found, False
         start = f"({decoded(entries[-1][0])}"

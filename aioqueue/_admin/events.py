@@ -24,7 +24,7 @@ from aioqueue._redis.connect import RedisClient
 from aioqueue._redis.errors import refusal
 from aioqueue.errors import ConfigurationError
 
-__all__ = ["NUMERIC", "Event", "follow", "last_id", "parse_event", "read"]
+__all__ = ["NUMERIC", "Event", "follow", "last_id", "parse_entry", "read"]
 
 # fields whose values are decimal integers (all values are strings in a stream)
 NUMERIC = frozenset({"attempt", "ts", "duration_ms", "wait_ms", "due"})
@@ -43,10 +43,11 @@ def _int(raw: str | None) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of a queue's event stream.
+    """What one job did, as a queue's event stream tells it.
 
     Attributes:
-        id: its stream id (``<ms>-<seq>``): read on from it to miss nothing.
+        id: the stream id of its entry (``<ms>-<seq>``): read on from it to miss
+            nothing. The jobs of one entry (written by one Function call) share it.
         queue: the queue.
         event: what happened (``enqueued``, ``started``, ``completed``, ...).
         job: the job id.
@@ -83,11 +84,39 @@ class Event:
         return out
 
 
-def parse_event(queue: str, stream_id: Any, fields: Mapping[Any, Any]) -> Event:
-    """An entry as redis-py returns it; anything missing or unreadable reads as '' or None."""
+def _unescape(item: str) -> str:
+    # a shared entry writes ' ' and '%' inside an item as %20 and %25, nothing else
+    return item.replace("%20", " ").replace("%25", "%") if "%" in item else item
+
+
+def parse_entry(queue: str, stream_id: Any, fields: Mapping[Any, Any]) -> list[Event]:
+    """An entry as redis-py returns it, as the events of its jobs in the order written.
+
+    An entry of several jobs has ``n``; each other field holds either one value for
+    all of them or ``n`` values split by spaces (docs/reference/events.md). Anything
+    missing or unreadable reads as '' or None; an entry whose lists do not match
+    ``n`` reads as its first job's event alone, never as an error."""
     text = {_text(k): _text(v) for k, v in fields.items()}
+    sid = _text(stream_id)
+    rows = _int(text.pop("n", None)) or 1
+    if rows == 1:
+        return [_event(queue, sid, text)]
+    split = {name: value.split(" ") for name, value in text.items()}
+    if any(len(items) not in (1, rows) for items in split.values()):
+        rows = 1
+    out = []
+    for i in range(rows):
+        one = {
+            name: _unescape(items[i] if len(items) == rows else items[0])
+            for name, items in split.items()
+        }
+        out.append(_event(queue, sid, one))
+    return out
+
+
+def _event(queue: str, stream_id: str, text: dict[str, str]) -> Event:
     return Event(
-        id=_text(stream_id),
+        id=stream_id,
         queue=queue,
         event=text.pop("event", "?"),
         job=text.pop("job", ""),
@@ -114,8 +143,8 @@ async def last_id(redis: RedisClient, queue: str) -> str:
 
 
 async def read(redis: RedisClient, queue: str, after: str | None, count: int) -> list[Event]:
-    """Up to ``count`` entries, oldest first: the newest ones when ``after`` is None,
-    else the first ones after stream id ``after`` (``0`` for the oldest kept)."""
+    """Events, oldest first: the newest ``count`` when ``after`` is None, else those of
+    the first ``count`` entries after stream id ``after`` (``0`` for the oldest kept)."""
     key = QueueKeys(queue).events
     try:
         if after is None:
@@ -126,7 +155,9 @@ async def read(redis: RedisClient, queue: str, after: str | None, count: int) ->
                                        "+", count=count)  # fmt: skip
     except ResponseError as exc:
         raise _refused(exc, queue) from None
-    return [parse_event(queue, stream_id, fields) for stream_id, fields in found]
+    out = [event for stream_id, fields in found for event in parse_entry(queue, stream_id, fields)]
+    # the newest `count` events; read on from an id, whole entries (their jobs share it)
+    return out[-count:] if after is None else out
 
 
 async def follow(
@@ -150,5 +181,6 @@ async def follow(
     out: list[Event] = []
     for key, entries in items:
         queue = by_key[_text(key)]
-        out.extend(parse_event(queue, stream_id, fields) for stream_id, fields in entries)
+        for stream_id, fields in entries:
+            out.extend(parse_entry(queue, stream_id, fields))
     return out

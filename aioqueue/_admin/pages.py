@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from redis.exceptions import ResponseError
 
+from aioqueue._admin.events import parse_entry
 from aioqueue._protocol.envelope import ErrorInfo, decode_envelope, decode_error
 from aioqueue._protocol.keys import QueueKeys
 from aioqueue._redis.errors import refusal
@@ -262,12 +263,13 @@ async def _completed_ids(
             end = f"({decoded(stream_id)}"
             if fields.get(b"event") != b"completed":
                 continue
-            job_id = decoded(fields.get(b"job", b""))
-            if job_id and job_id not in seen:
-                seen.add(job_id)
-                entries.append((job_id, as_int(fields.get(b"ts"))))
-                if len(entries) == limit:
-                    return entries, end[1:]
+            # newest first; an entry's jobs all go on this page, so its id is the cursor
+            for event in reversed(parse_entry(queue, stream_id, fields)):
+                if event.job and event.job not in seen:
+                    seen.add(event.job)
+                    entries.append((event.job, event.ts))
+            if len(entries) >= limit:
+                return entries, end[1:]
         if len(found) < STREAM_READ:
             return entries, None
     return entries, end[1:]

@@ -1,5 +1,6 @@
 -- Every Function's first argument is the event stream's cap (EVENTS_MAX), taken
 -- off before the Function sees its own: checked first, it fails nothing half way.
+-- The call's event entries are written once it has returned (base.lua).
 local function register(name, fn, flags)
   redis.register_function{
     function_name = 'aq___VERSION___' .. name,
@@ -9,7 +10,10 @@ local function register(name, fn, flags)
         return redis.error_reply('ERR ' .. name .. ': malformed event stream length')
       end
       EVENTS_MAX, EVENTS_ARG, now_n = tonumber(raw), raw, nil
-      return fn(keys, args)
+      if #pending > 0 then pending, last_of = {}, {} end -- rows of a call that raised
+      local reply = fn(keys, args)
+      if #pending > 0 then flush_events() end
+      return reply
     end,
     flags = flags or {},
   }
