@@ -1,8 +1,10 @@
 """What observability costs aioqueue: no-op throughput with each part off and on, one run.
 
     PYTHONPATH=. .venv/bin/python benchmarks/otel_overhead.py [--jobs 20000] [--reps 5]
+        [--before 64578fe]
 
-(issue #14's benchmark: metrics and a no-op tracer on against off, and everything off.)
+(issue #14's benchmark: metrics and a no-op tracer on against off, and everything off
+against the code before any of it.)
 
 Starts its own redis-server (loopback TCP). Each repetition runs every mode, in turn
 (starting with another mode each time), on the same Redis, so that they share the
@@ -17,7 +19,11 @@ machine's state:
   (what an app that installs the extra but configures no SDK gets);
 - sdk: the SDK's TracerProvider (always sampling, a BatchSpanProcessor whose exporter
   drops the spans) and MeterProvider (an in-memory reader, never read): every span
-  and measurement made for real, nothing exported.
+  and measurement made for real, nothing exported;
+- before: the same two figures with the code of ``--before`` (a git revision; by
+  default 64578fe, the last before the middleware seam and the event stream), checked
+  out into a temporary worktree and run in a child process of the same Python
+  against the same Redis. "dark" against "before" is everything off against before.
 
 Two figures per mode: the worker (``--jobs`` no-op jobs queued beforehand with
 ``enqueue_many``, then one in-process burst Worker, concurrency 100, drains them:
@@ -30,8 +36,12 @@ ratio to off.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,17 +167,70 @@ async def producer_rate(url: str, queue_name: str, calls: int, middleware: list[
         return calls / (time.perf_counter() - t0), (time.process_time() - c0) / calls * 1e6
 
 
-async def main(jobs: int, reps: int) -> None:
+# the two figures with another checkout's code, in a child process (printed as JSON);
+# only API that every release has: Queue(url, name=), enqueue, enqueue_many, Worker(burst=)
+BEFORE = """
+import json, sys, time, uvloop
+from aioqueue import Queue, Worker
+import aioqueue.logging
+from tests import tasks
+url, name, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+aioqueue.logging.configure(level="warning")
+
+async def main():
+    async with Queue(url, name=name) as queue:
+        for start in range(0, jobs, 5000):
+            await queue.enqueue_many(
+                [tasks.add.call(i, 1) for i in range(start, min(jobs, start + 5000))]
+            )
+    worker = Worker([tasks.add], redis_url=url, queues=[name], concurrency=100, burst=True)
+    c0, t0 = time.process_time(), time.perf_counter()
+    await worker.run()
+    out = [jobs / (time.perf_counter() - t0), (time.process_time() - c0) / jobs * 1e6]
+    calls = jobs // 4
+    async with Queue(url, name=name + "-p") as queue:
+        await queue.enqueue(tasks.add, 0, 0)
+        c0, t0 = time.process_time(), time.perf_counter()
+        for i in range(calls):
+            await queue.enqueue(tasks.add, i, 1)
+        out += [calls / (time.perf_counter() - t0), (time.process_time() - c0) / calls * 1e6]
+    print(json.dumps(out))
+
+uvloop.run(main())
+"""
+
+
+def before_figures(tree: str, url: str, name: str, jobs: int) -> tuple[Figure, Figure]:
+    env = {**os.environ, "PYTHONPATH": tree}
+    done = subprocess.run(
+        [sys.executable, "-c", BEFORE, url, name, str(jobs)],
+        env=env, cwd=tree, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    w_rate, w_cpu, p_rate, p_cpu = json.loads(done.stdout.strip().splitlines()[-1])
+    return (w_rate, w_cpu), (p_rate, p_cpu)
+
+
+async def main(jobs: int, reps: int, before: str) -> None:
     aioqueue.logging.configure(level="warning")
     server = RedisServer(port=free_port())
     server.start()
-    results: dict[str, dict[str, list[Figure]]] = {m: {"worker": [], "producer": []} for m in MODES}
-    names = list(MODES)
+    names = list(MODES) + (["before"] if before else [])
+    results: dict[str, dict[str, list[Figure]]] = {m: {"worker": [], "producer": []} for m in names}
+    tree = tempfile.mkdtemp(prefix="aq-before-") if before else ""
     try:
+        if before:
+            subprocess.run(["git", "worktree", "add", "--detach", tree, before], cwd=ROOT,
+                           check=True, capture_output=True)  # fmt: skip
         for rep in range(reps):
             # each repetition starts with another mode: none always runs first or last
             for mode in names[rep % len(names) :] + names[: rep % len(names)]:
                 name = f"bench-{mode}-{rep}"
+                if mode == "before":
+                    # nothing else runs on this loop meanwhile: a blocking wait will do
+                    worker, producer = before_figures(tree, server.url, name, jobs)
+                    results[mode]["worker"].append(worker)
+                    results[mode]["producer"].append(producer)
+                    continue
                 results[mode]["worker"].append(
                     await worker_rate(server.url, name, jobs, MODES[mode]())
                 )
@@ -177,13 +240,16 @@ async def main(jobs: int, reps: int) -> None:
             print(f"rep {rep + 1}/{reps} done", flush=True)
     finally:
         server.cleanup()
+        if before:
+            subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
+                           capture_output=True)  # fmt: skip
     print(f"\n{jobs} jobs per worker run, {jobs // 4} enqueue calls per producer run, {reps} reps;")
     print("median rate (ratio to off), median CPU of this process per job (ratio to off)")
     off = {
         figure: [statistics.median(f[i] for f in results["off"][figure]) for i in (0, 1)]
         for figure in ("worker", "producer")
     }
-    for mode in MODES:
+    for mode in names:
         line = [f"{mode:>12}:"]
         for figure in ("worker", "producer"):
             rate = statistics.median(f[0] for f in results[mode][figure])
@@ -193,11 +259,17 @@ async def main(jobs: int, reps: int) -> None:
                 f" {cpu:5.1f} us ({cpu / off[figure][1]:.3f})"
             )
         print("  ".join(line))
+    if before:
+        dark, then = (
+            statistics.median(f[0] for f in results[m]["worker"]) for m in ("dark", "before")
+        )
+        print(f"everything off (dark) against {before} (before): worker {dark / then:.3f}")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--jobs", type=int, default=20_000)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--before", default="64578fe", help="git revision to compare with ('': none)")
     args = ap.parse_args()
-    uvloop.run(main(args.jobs, args.reps))
+    uvloop.run(main(args.jobs, args.reps, args.before))

@@ -48,8 +48,17 @@ async def delayed(i: int, due: float) -> None:
 TASKS = {"noop": noop, "sleep": sleep, "cpu": cpu, "lat": lat, "delayed": delayed}
 
 
+# AIOQUEUE_EVENTS_MAXLEN=0 turns the event stream off for producer and worker alike
+# (to compare with a release that had none); unset, each keeps its default
+EVENTS: dict[str, Any] = (
+    {"events_maxlen": int(os.environ["AIOQUEUE_EVENTS_MAXLEN"])}
+    if os.environ.get("AIOQUEUE_EVENTS_MAXLEN")
+    else {}
+)
+
+
 def make_worker(concurrency: int = 100) -> Worker:
-    return Worker(list(TASKS.values()), redis_url=URL, concurrency=concurrency)
+    return Worker(list(TASKS.values()), redis_url=URL, concurrency=concurrency, **EVENTS)
 
 
 def __getattr__(name: str) -> Any:
@@ -83,7 +92,7 @@ class Adapter:
         self.url = url
 
     async def open(self) -> None:
-        self.queue = Queue(self.url)
+        self.queue = Queue(self.url, **EVENTS)
         await self.queue.__aenter__()
 
     async def close(self) -> None:
