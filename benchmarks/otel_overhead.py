@@ -7,8 +7,9 @@
 against the code before any of it.)
 
 Starts its own redis-server (loopback TCP). Each repetition runs every mode, in turn
-(starting with another mode each time), on the same Redis, so that they share the
-machine's state:
+(starting with another mode each time), on the same Redis, each run in a fresh child
+process of the same Python (so that no mode inherits another's threads, such as the
+SDK's span processor, or heap), so that they share the machine's state:
 
 - dark: everything off: no middleware and no event stream (``events_maxlen=0``);
 - off: no middleware, the event stream on (the default: what ratios are taken against);
@@ -22,8 +23,8 @@ machine's state:
   and measurement made for real, nothing exported;
 - before: the same two figures with the code of ``--before`` (a git revision; by
   default 64578fe, the last before the middleware seam and the event stream), checked
-  out into a temporary worktree and run in a child process of the same Python
-  against the same Redis. "dark" against "before" is everything off against before.
+  out into a temporary worktree. "dark" against "before" is everything off against
+  before.
 
 Two figures per mode: the worker (``--jobs`` no-op jobs queued beforehand with
 ``enqueue_many``, then one in-process burst Worker, concurrency 100, drains them:
@@ -200,18 +201,28 @@ uvloop.run(main())
 """
 
 
-def before_figures(tree: str, url: str, name: str, jobs: int) -> tuple[Figure, Figure]:
-    env = {**os.environ, "PYTHONPATH": tree}
-    done = subprocess.run(
-        [sys.executable, "-c", BEFORE, url, name, str(jobs)],
-        env=env, cwd=tree, check=True, capture_output=True, text=True,
-    )  # fmt: skip
+def child_figures(tree: str, mode: str, url: str, name: str, jobs: int) -> tuple[Figure, Figure]:
+    """One run of ``mode`` in a fresh process: this file's ``--child``, or for "before"
+    the BEFORE script under the old checkout's code."""
+    if mode == "before":
+        cmd = [sys.executable, "-c", BEFORE, url, name, str(jobs)]
+        env, cwd = {**os.environ, "PYTHONPATH": tree}, tree
+    else:
+        cmd = [sys.executable, __file__, "--child", mode, url, name, "--jobs", str(jobs)]
+        env, cwd = {**os.environ, "PYTHONPATH": str(ROOT)}, str(ROOT)
+    done = subprocess.run(cmd, env=env, cwd=cwd, check=True, capture_output=True, text=True)
     w_rate, w_cpu, p_rate, p_cpu = json.loads(done.stdout.strip().splitlines()[-1])
     return (w_rate, w_cpu), (p_rate, p_cpu)
 
 
-async def main(jobs: int, reps: int, before: str) -> None:
+async def child(mode: str, url: str, name: str, jobs: int) -> None:
     aioqueue.logging.configure(level="warning")
+    worker = await worker_rate(url, name, jobs, MODES[mode]())
+    producer = await producer_rate(url, f"{name}-p", jobs // 4, MODES[mode]())
+    print(json.dumps([*worker, *producer]))
+
+
+def main(jobs: int, reps: int, before: str, verbose: bool) -> None:
     server = RedisServer(port=free_port())
     server.start()
     names = list(MODES) + (["before"] if before else [])
@@ -224,20 +235,10 @@ async def main(jobs: int, reps: int, before: str) -> None:
         for rep in range(reps):
             # each repetition starts with another mode: none always runs first or last
             for mode in names[rep % len(names) :] + names[: rep % len(names)]:
-                name = f"bench-{mode}-{rep}"
-                if mode == "before":
-                    # nothing else runs on this loop meanwhile: a blocking wait will do
-                    worker, producer = before_figures(tree, server.url, name, jobs)
-                    results[mode]["worker"].append(worker)
-                    results[mode]["producer"].append(producer)
-                    continue
-                results[mode]["worker"].append(
-                    await worker_rate(server.url, name, jobs, MODES[mode]())
-                )
-                results[mode]["producer"].append(
-                    await producer_rate(server.url, f"{name}-p", jobs // 4, MODES[mode]())
-                )
-            print(f"rep {rep + 1}/{reps} done", flush=True)
+                worker, producer = child_figures(tree, mode, server.url, f"b-{mode}-{rep}", jobs)
+                results[mode]["worker"].append(worker)
+                results[mode]["producer"].append(producer)
+            print(f"rep {rep + 1}/{reps} done (load average {os.getloadavg()[0]:.2f})", flush=True)
     finally:
         server.cleanup()
         if before:
@@ -258,6 +259,10 @@ async def main(jobs: int, reps: int, before: str) -> None:
                 f"{figure} {rate:8,.0f}/s ({rate / off[figure][0]:.3f})"
                 f" {cpu:5.1f} us ({cpu / off[figure][1]:.3f})"
             )
+        if verbose:
+            for figure in ("worker", "producer"):
+                runs = ", ".join(f"{f[0]:,.0f}" for f in results[mode][figure])
+                line.append(f"[{figure} runs: {runs}]")
         print("  ".join(line))
     if before:
         dark, then = (
@@ -271,5 +276,10 @@ if __name__ == "__main__":
     ap.add_argument("--jobs", type=int, default=20_000)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--before", default="64578fe", help="git revision to compare with ('': none)")
+    ap.add_argument("--verbose", action="store_true", help="print every repetition's rates")
+    ap.add_argument("--child", nargs=3, metavar=("MODE", "URL", "QUEUE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    uvloop.run(main(args.jobs, args.reps, args.before))
+    if args.child:
+        uvloop.run(child(*args.child, args.jobs))
+    else:
+        main(args.jobs, args.reps, args.before, args.verbose)

@@ -5,6 +5,8 @@ It is the seam's first user: what it logs is what any middleware can see.
 
 from __future__ import annotations
 
+import logging
+
 import structlog
 
 from aioqueue._worker.failures import log_text
@@ -25,11 +27,17 @@ class JobLog(Middleware):
         # the logger as configured when the run starts, resolved once: a lazy proxy
         # resolves itself on every call, a cost paid per job here
         self.log = _logger.bind()
+        # info lines filtered out (a level of warning): a completed job's line is not
+        # even built. Loggers that cannot say are asked every time, by calling them.
+        enabled = getattr(self.log, "is_enabled_for", None)
+        self.info = True if enabled is None else bool(enabled(logging.INFO))
 
     def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
         log = self.log
         outcome = result.outcome
         if outcome == "complete":
+            if not self.info:
+                return
             log.info(
                 "job.completed",
                 job_id=attempt.job_id,
@@ -39,6 +47,8 @@ class JobLog(Middleware):
                 duration_ms=round(result.duration * 1000, 3),
             )
         elif outcome in _STOPPED:
+            if not self.info:
+                return
             log.info(
                 "job.stopped",
                 job_id=attempt.job_id,

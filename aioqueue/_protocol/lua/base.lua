@@ -87,19 +87,20 @@ local rows_per_entry = {} -- prefix -> running mean of rows per entry (the cap)
 
 -- Adds one row; `...` are the optional field/value pairs (never nil, numbers as
 -- int_s strings); the same event always comes with the same field names.
--- attempt: a job field's string, or a number.
+-- attempt: a job field's string, or a number. (No table per row: a claim of
+-- many jobs calls this for each, and Lua's allocations are what cost here.)
 local function emit(prefix, event, id, task, attempt, now, ...)
   if EVENTS_MAX == 0 then return end
   if now ~= now_n then now_n, now_s = now, string.format('%d', now) end
   if type(attempt) ~= 'string' then attempt = int_s(attempt or 0) end
-  local extra = {...}
+  local nx = select('#', ...)
   local entry
   for i = last_of[id] or 1, #pending do
     local e = pending[i]
-    if e.event == event and e.prefix == prefix and #e.extra == #extra then
+    if e.event == event and e.prefix == prefix and e.nx == nx then
       local same = true
-      for k = 1, #extra, 2 do
-        if e.extra[k] ~= extra[k] then same = false break end
+      for k = 1, nx, 2 do
+        if e.extra[k] ~= (select(k, ...)) then same = false break end
       end
       if same then
         entry = e
@@ -109,9 +110,9 @@ local function emit(prefix, event, id, task, attempt, now, ...)
     end
   end
   if not entry then
-    entry = {prefix = prefix, event = event, n = 0, job = {}, task = {}, attempt = {}, ts = {},
-      extra = {}}
-    for i = 1, #extra, 2 do entry.extra[i] = extra[i]; entry.extra[i + 1] = {} end
+    entry = {prefix = prefix, event = event, n = 0, nx = nx, job = {}, task = {}, attempt = {},
+      ts = {}, extra = {...}}
+    for k = 2, nx, 2 do entry.extra[k] = {} end
     pending[#pending + 1] = entry
     last_of[id] = #pending
   end
@@ -119,12 +120,14 @@ local function emit(prefix, event, id, task, attempt, now, ...)
   entry.n = n
   entry.job[n], entry.task[n], entry.attempt[n], entry.ts[n] = id, task or '', attempt, now_s
   local cols = entry.extra
-  for i = 2, #extra, 2 do cols[i][n] = extra[i] end
+  for k = 2, nx, 2 do cols[k][n] = (select(k, ...)) end
 end
 
 local ESCAPES = {[' '] = '%20', ['%'] = '%25'}
 local function esc(v)
-  if string.find(v, '[ %%]') then return (string.gsub(v, '[ %%]', ESCAPES)) end
+  if string.find(v, '%', 1, true) or string.find(v, ' ', 1, true) then
+    return (string.gsub(v, '[ %%]', ESCAPES))
+  end
   return v
 end
 
@@ -135,6 +138,12 @@ local function column(values, n)
     if values[i] ~= first then same = false break end
   end
   if same then return esc(first) end
+  local plain = true
+  for i = 1, n do
+    local v = values[i]
+    if string.find(v, '%', 1, true) or string.find(v, ' ', 1, true) then plain = false break end
+  end
+  if plain then return table.concat(values, ' ', 1, n) end
   local out = {}
   for i = 1, n do out[i] = esc(values[i]) end
   return table.concat(out, ' ')
@@ -151,14 +160,14 @@ local function flush_events()
     if n == 1 then
       args = {'MAXLEN', '~', cap, '*', 'event', e.event, 'job', e.job[1], 'task', e.task[1],
         'attempt', e.attempt[1], 'ts', e.ts[1]}
-      for i = 1, #e.extra, 2 do
+      for i = 1, e.nx, 2 do
         args[#args + 1] = e.extra[i]
         args[#args + 1] = e.extra[i + 1][1]
       end
     else
       args = {'MAXLEN', '~', cap, '*', 'event', e.event, 'n', int_s(n), 'job', column(e.job, n),
         'task', column(e.task, n), 'attempt', column(e.attempt, n), 'ts', column(e.ts, n)}
-      for i = 1, #e.extra, 2 do
+      for i = 1, e.nx, 2 do
         args[#args + 1] = e.extra[i]
         args[#args + 1] = column(e.extra[i + 1], n)
       end
