@@ -124,8 +124,14 @@ async def _backlog(
                     break
                 cursor = page[-1].id
     found.sort(key=_key)
-    if count is not None:
-        found = found[-count:] if after is None else found[:count]
+    if count is not None and after is None:
+        found = found[-count:]
+    elif count is not None and len(found) > count:
+        # whole entries: the id to follow from names an entry, which its jobs share
+        end = count
+        while end < len(found) and found[end].id == found[count - 1].id:
+            end += 1
+        found = found[:end]
     for event in found:
         start[event.queue] = event.id
     return found, start
@@ -238,7 +244,7 @@ class Follower:
 @click.option(
     "--count",
     type=click.IntRange(min=1),
-    help="Most entries printed before following.  [default: the newest 10; with --from, all]",
+    help="Most events printed before following (whole entries with --from).  [default: the newest 10; with --from, all]",
 )
 @json_option
 @redis_option
