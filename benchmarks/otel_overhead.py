@@ -53,34 +53,37 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from opentelemetry import metrics, trace  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import (  # noqa: E402
-    BatchSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
-
 import aioqueue.logging  # noqa: E402
 from aioqueue import Queue, Worker  # noqa: E402
 from aioqueue.middleware import Middleware  # noqa: E402
-from aioqueue.otel import OpenTelemetryMiddleware  # noqa: E402
 from tests import tasks  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
+# OpenTelemetry and prometheus_client are imported by the modes that use them, in their
+# own child process: a run without them has the smaller heap that "before" has (a
+# larger one makes each full garbage collection cost more, which is not the seam's).
 
-class Dropped(SpanExporter):
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
 
+def sdk_middleware() -> list[Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
 
-def sdk_middleware() -> OpenTelemetryMiddleware:
+    from aioqueue.otel import OpenTelemetryMiddleware
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(Dropped()))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    return OpenTelemetryMiddleware(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return [OpenTelemetryMiddleware(tracer_provider=tracer_provider, meter_provider=meter_provider)]
 
 
 class Bare(Middleware):
@@ -102,15 +105,24 @@ class Bare(Middleware):
         pass
 
 
+def noop_tracing() -> list[Any]:
+    from opentelemetry import metrics, trace
+
+    from aioqueue.otel import OpenTelemetryMiddleware
+
+    return [
+        OpenTelemetryMiddleware(
+            tracer_provider=trace.NoOpTracerProvider(), meter_provider=metrics.NoOpMeterProvider()
+        )
+    ]
+
+
 def metrics_and_noop() -> list[Any]:
     from prometheus_client import CollectorRegistry
 
     from aioqueue.prometheus import PrometheusMiddleware
 
-    noop = OpenTelemetryMiddleware(
-        tracer_provider=trace.NoOpTracerProvider(), meter_provider=metrics.NoOpMeterProvider()
-    )
-    return [PrometheusMiddleware(CollectorRegistry()), noop]
+    return [PrometheusMiddleware(CollectorRegistry()), *noop_tracing()]
 
 
 DARK = object()  # the mode whose event stream is off too
@@ -120,12 +132,8 @@ MODES: dict[str, Any] = {
     "off": lambda: [],
     "metrics+noop": metrics_and_noop,
     "bare": lambda: [Bare()],
-    "noop": lambda: [
-        OpenTelemetryMiddleware(
-            tracer_provider=trace.NoOpTracerProvider(), meter_provider=metrics.NoOpMeterProvider()
-        )
-    ],
-    "sdk": lambda: [sdk_middleware()],
+    "noop": noop_tracing,
+    "sdk": sdk_middleware,
 }
 
 
