@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import pytest
 import redis.asyncio as aioredis
@@ -371,3 +373,26 @@ async def test_redis_restart_functions_reloaded(redis_url: str, queue_name: str)
         job = await queue.enqueue(tasks.add, 1, 1)  # reloads the library on "Function not found"
         async with running(make_worker(redis_url, queue_name)):
             assert await job.result(timeout=5) == 2
+
+
+async def test_library_lost_under_merged_enqueues_is_reloaded(
+    redis_url: str, queue_name: str
+) -> None:
+    # the queue is in use (its enqueues take the merged path, awaited by the caller):
+    # "Function not found" then reaches each caller's first try, and the full path
+    # reloads the library and sends each job again
+    async with Queue(redis_url, name=queue_name) as queue:
+        await queue.enqueue(tasks.add, 0, 0)
+        client = aioredis.from_url(redis_url)
+        try:
+            await client.function_flush()
+            stats = await client.info("commandstats")
+            before = stats.get("cmdstat_function|load", {}).get("calls", 0)
+            jobs = await asyncio.gather(*(queue.enqueue(tasks.add, i, 1) for i in range(50)))
+            after = (await client.info("commandstats"))["cmdstat_function|load"]["calls"]
+        finally:
+            await client.aclose()
+        assert all(job.created for job in jobs)
+        assert after > before
+        async with running(make_worker(redis_url, queue_name)):
+            assert [await job.result(timeout=5) for job in jobs] == [i + 1 for i in range(50)]
