@@ -96,6 +96,8 @@ class Lane:
         self._timer: asyncio.TimerHandle | None = None
         self._tick = TICK
         self._closed = False
+        # the loop of the open connections (see _loop)
+        self._conn_loop: asyncio.AbstractEventLoop | None = None
         self.last_error = ""  # why the last connection attempt or connection failed
         self.links_opened = 0
 
@@ -115,7 +117,7 @@ class Lane:
         (Redis may have run it before the reply that counted).
         """
         packed = hiredis.pack_command(args)
-        loop = asyncio.get_running_loop()
+        loop = self._loop()
 
         def start(deadline: float) -> asyncio.Future[Any]:
             fut = loop.create_future()
@@ -165,7 +167,7 @@ class Lane:
         concurrent enqueue's CPU); on any failure, ``call_merged(..., first=this)``
         takes that failure as its own first try (then retries, or raises)."""
         self._check_open()
-        loop = asyncio.get_running_loop()
+        loop = self._loop()
         if deadline is None:
             deadline = self._deadline(loop, timeout)
         fut: asyncio.Future[Any] = loop.create_future()
@@ -188,7 +190,7 @@ class Lane:
         """Queues a call (``start`` it, given its deadline) and awaits its reply; a lost
         connection sends it again, at most MAX_TRIES times within the deadline, if it is
         ``idempotent``. first: a first try already queued, and its deadline."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop()
         deadline = self._deadline(loop, timeout) if first is None else first[1]
         for attempt in range(MAX_TRIES):
             if attempt and sent is not None:
@@ -205,6 +207,14 @@ class Lane:
                     raise RedisConnectionError(str(lost)) from None
                 await backoff(attempt, deadline)
         raise RedisConnectionError(f"connection lost {MAX_TRIES} times: {self.last_error}")
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop: the one the open connections were made on (they work
+        only there), else asked for. ``asyncio.get_running_loop`` makes a getpid
+        syscall each time, which cost 8% of a concurrent enqueue's client CPU."""
+        if self._conns and self._conn_loop is not None:
+            return self._conn_loop
+        return asyncio.get_running_loop()
 
     def _deadline(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> float:
         if timeout is None:
@@ -226,7 +236,7 @@ class Lane:
         if len(self._outbox) == 1 and self._conns and not self._conns[0].waiting:
             self._flush()  # nothing in flight: no one to wait for, write it now
         else:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -316,6 +326,7 @@ class Lane:
                     conn.link.close()
                     return
                 self._conns.append(conn)
+                self._conn_loop = conn.link.loop
                 self.links_opened += 1
                 backoff.reset()
                 self._flush()
@@ -387,11 +398,11 @@ class Lane:
             tick = self._tick
             if self.stall_timeout is not None:
                 tick = min(tick, self.stall_timeout / 2)
-            self._timer = asyncio.get_running_loop().call_later(tick, self._on_tick)
+            self._timer = self._loop().call_later(tick, self._on_tick)
 
     def _on_tick(self) -> None:
         self._timer = None
-        now = asyncio.get_running_loop().time()
+        now = self._loop().time()
         for entry in self._outbox:
             if isinstance(entry, Group):
                 entry.expire(now)
