@@ -358,8 +358,8 @@ class Queue:
                     reply = await started[0]
                 except Exception:  # retried, or raised as our error, by the full path
                     (status,) = await self._send(queue, [wire], fresh, started)
-                    return Job(self, queue, wire[0], created=status == "new")
-                return Job(self, queue, wire[0], created=reply == b"new")
+                    return Job(self, queue, wire[0], status == "new")
+                return Job(self, queue, wire[0], reply == b"new")
         (status,) = await self._send(queue, [wire], fresh)
         return Job(self, queue, wire[0], created=status == "new")
 

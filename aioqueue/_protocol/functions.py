@@ -146,7 +146,13 @@ class Scripts(FunctionCalls):
         merged with concurrent ones: await the future for b'new' or the existing
         job's status; on any failure pass this as ``enqueue(..., first=)``, which
         retries and raises as it does for a call of its own. None: call ``enqueue``."""
-        return self._start_merged("enqueue", queue, (0,), job, 1)
+        lane = self._lane
+        if lane is None or lane.closed:
+            return None
+        made = self._enqueue_heads.get(queue)
+        if made is None:
+            made = self._enqueue_heads[queue] = self._merge_head("enqueue", queue, (0,))
+        return lane.start_merged(made[0], made[1], job, 1, timeout=self.timeout)
 
     async def claim(
         self,

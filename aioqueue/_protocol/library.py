@@ -88,6 +88,7 @@ class FunctionCalls:
         # per queue: the id of a claim whose outcome is unknown, sent again by the next
         self._claim_ids: dict[str, str] = {}
         self._merge_heads: dict[tuple[str, str, tuple[Any, ...]], MergeHead] = {}
+        self._enqueue_heads: dict[str, MergeHead] = {}  # the same, by queue alone
 
     @property
     def lane(self) -> Lane | None:
@@ -210,23 +211,13 @@ class FunctionCalls:
         if made is None:
             if len(self._merge_heads) >= MERGE_HEADS_KEPT:  # a producer of many queues
                 self._merge_heads.clear()
+                self._enqueue_heads.clear()
             prefix = queue_prefix(queue)
             made = self._merge_heads[name, queue, head] = (
                 (name, prefix, *head),
                 ("FCALL", _FN + name, 1, prefix, self.events_maxlen, *head),
             )
         return made
-
-    def _start_merged(
-        self, name: str, queue: str, head: tuple[Any, ...], item: tuple[Any, ...], width: int
-    ) -> Started | None:
-        """The first try of ``_merged``, queued now: await its future, and on any failure
-        hand it to ``_merged(..., first=)``. None off the lane (a cluster), or closed."""
-        lane = self._lane
-        if lane is None or lane.closed:
-            return None
-        key, command = self._merge_head(name, queue, head)
-        return lane.start_merged(key, command, item, width, timeout=self.timeout)
 
     async def _merged(
         self,
@@ -240,7 +231,7 @@ class FunctionCalls:
     ) -> Any:
         """One item of a call that concurrent callers share (see ``Lane.call_merged``);
         its slice of the reply. Off the lane (a cluster) the item goes alone.
-        first: ``_start_merged``'s, whose failure is this call's first try."""
+        first: the item's first try (``Lane.start_merged``), failed."""
         lane = self._lane
         if lane is None:
             out = await self._call(name, queue, *head, *item)

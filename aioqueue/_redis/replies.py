@@ -71,11 +71,6 @@ class Group:
         self.futures: list[asyncio.Future[Any]] = []
         self.deadlines: list[float] = []
 
-    def add(self, item: tuple[Any, ...], fut: asyncio.Future[Any], deadline: float) -> None:
-        self.items.append(item)
-        self.futures.append(fut)
-        self.deadlines.append(deadline)
-
     def pack(self) -> bytes | None:
         """The merged command of the items whose callers still wait (None: none do)."""
         args = list(self.head)
