@@ -95,6 +95,27 @@ async def test_dedupe_by_job_id_returns_the_existing_job(
     assert ready == 0
 
 
+async def test_one_id_twice_in_one_call_stores_the_first_job_only(
+    queue: Queue, redis_url: str, queue_name: str
+) -> None:
+    # the Function checks all ids of a call at once; an id repeated within the
+    # call, or one already taken, has each job looked at on its own
+    taken = await queue.enqueue(tasks.add.options(job_id="taken"), 0, 0)
+    jobs = await queue.enqueue_many(
+        [
+            tasks.add.options(job_id="twice").call(1, 1),
+            tasks.add.call(2, 2),
+            tasks.add.options(job_id="twice").call(5, 5),
+            tasks.add.options(job_id="taken").call(7, 7),
+        ]
+    )
+    assert [j.created for j in jobs] == [True, True, False, False]
+    assert jobs[2].id == jobs[0].id and jobs[3].id == taken.id
+    assert await queue.redis.llen(QueueKeys(queue_name).ready) == 3
+    async with running(make_worker(redis_url, queue_name)):
+        assert [await j.result(timeout=5) for j in jobs] == [2, 4, 2, 0]
+
+
 async def test_bulk_enqueue_one_round_trip(queue: Queue, redis_url: str, queue_name: str) -> None:
     calls = [tasks.add.call(i, i) for i in range(500)]
     jobs = await queue.enqueue_many(calls)
