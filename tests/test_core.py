@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import pytest
 import redis.asyncio as aioredis
@@ -91,6 +93,27 @@ async def test_dedupe_by_job_id_returns_the_existing_job(
         assert await third.result(timeout=5) == 2
     ready = await queue.redis.llen(QueueKeys(queue_name).ready)
     assert ready == 0
+
+
+async def test_one_id_twice_in_one_call_stores_the_first_job_only(
+    queue: Queue, redis_url: str, queue_name: str
+) -> None:
+    # the Function checks all ids of a call at once; an id repeated within the
+    # call, or one already taken, has each job looked at on its own
+    taken = await queue.enqueue(tasks.add.options(job_id="taken"), 0, 0)
+    jobs = await queue.enqueue_many(
+        [
+            tasks.add.options(job_id="twice").call(1, 1),
+            tasks.add.call(2, 2),
+            tasks.add.options(job_id="twice").call(5, 5),
+            tasks.add.options(job_id="taken").call(7, 7),
+        ]
+    )
+    assert [j.created for j in jobs] == [True, True, False, False]
+    assert jobs[2].id == jobs[0].id and jobs[3].id == taken.id
+    assert await queue.redis.llen(QueueKeys(queue_name).ready) == 3
+    async with running(make_worker(redis_url, queue_name)):
+        assert [await j.result(timeout=5) for j in jobs] == [2, 4, 2, 0]
 
 
 async def test_bulk_enqueue_one_round_trip(queue: Queue, redis_url: str, queue_name: str) -> None:
@@ -371,3 +394,26 @@ async def test_redis_restart_functions_reloaded(redis_url: str, queue_name: str)
         job = await queue.enqueue(tasks.add, 1, 1)  # reloads the library on "Function not found"
         async with running(make_worker(redis_url, queue_name)):
             assert await job.result(timeout=5) == 2
+
+
+async def test_library_lost_under_merged_enqueues_is_reloaded(
+    redis_url: str, queue_name: str
+) -> None:
+    # the queue is in use (its enqueues take the merged path, awaited by the caller):
+    # "Function not found" then reaches each caller's first try, and the full path
+    # reloads the library and sends each job again
+    async with Queue(redis_url, name=queue_name) as queue:
+        await queue.enqueue(tasks.add, 0, 0)
+        client = aioredis.from_url(redis_url)
+        try:
+            await client.function_flush()
+            stats = await client.info("commandstats")
+            before = stats.get("cmdstat_function|load", {}).get("calls", 0)
+            jobs = await asyncio.gather(*(queue.enqueue(tasks.add, i, 1) for i in range(50)))
+            after = (await client.info("commandstats"))["cmdstat_function|load"]["calls"]
+        finally:
+            await client.aclose()
+        assert all(job.created for job in jobs)
+        assert after > before
+        async with running(make_worker(redis_url, queue_name)):
+            assert [await job.result(timeout=5) for job in jobs] == [i + 1 for i in range(50)]

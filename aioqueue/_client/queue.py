@@ -34,6 +34,7 @@ from aioqueue._protocol.keys import EVENTS_MAXLEN, check_job_id, check_queue_nam
 from aioqueue._redis.cluster import ClusterClient
 from aioqueue._redis.connect import RedisClient, connect_any, default_url
 from aioqueue._redis.errors import UNAVAILABLE, mapped_errors, refusal, unavailable
+from aioqueue._redis.lane import Started
 from aioqueue._redis.retry import Backoff, deadline
 from aioqueue.errors import (
     AioqueueError,
@@ -291,14 +292,26 @@ class Queue:
             payload = self._signer.sign(payload, queue=queue, job_id=job_id, lock=lock)
         return queue, (job_id, payload, delay_ms, at_ms, lock)
 
-    async def _send(self, queue: str, batch: list[EnqueueWire], fresh: bool = False) -> list[str]:
-        """fresh: the ids were made up here (see ``Scripts.enqueue``)."""
+    async def _send(
+        self,
+        queue: str,
+        batch: list[EnqueueWire],
+        fresh: bool = False,
+        first: Started | None = None,
+    ) -> list[str]:
+        """fresh: the ids were made up here (see ``Scripts.enqueue``).
+        first: the failed first try of a single job's enqueue (see ``enqueue``)."""
         try:  # what mapped_errors does, without a context manager on the hottest path
             if queue not in self._prepared:
                 await self._prepare(queue)
             if not self.wait_when_full:
                 return await self.scripts.enqueue(
-                    queue, batch, self.max_length, replicated=self._replicated, fresh_ids=fresh
+                    queue,
+                    batch,
+                    self.max_length,
+                    replicated=self._replicated,
+                    fresh_ids=fresh,
+                    first=first,
                 )
             # backpressure: wait for room, with backoff, until the client's timeout
             backoff = Backoff(FULL_FIRST, FULL_MOST)
@@ -329,7 +342,25 @@ class Queue:
         if self._hooks is not None:
             return await self._hooks.enqueue(self, task, (task, args, kwargs))
         queue, wire = self._encode(task, args, kwargs)
-        (status,) = await self._send(queue, [wire], task.defaults.job_id is None)
+        fresh = task.defaults.job_id is None
+        if (
+            queue in self._prepared
+            and not self.max_length
+            and not self.wait_when_full
+            and self._replicated is None
+        ):
+            # the hot path: the job joins a merged call at once and this coroutine
+            # awaits its reply itself, not through four more coroutines (the
+            # settings read here, not kept: they are attributes anyone may set)
+            started = self.scripts.start_enqueue(queue, wire)
+            if started is not None:
+                try:
+                    reply = await started[0]
+                except Exception:  # retried, or raised as our error, by the full path
+                    (status,) = await self._send(queue, [wire], fresh, started)
+                    return Job(self, queue, wire[0], status == "new")
+                return Job(self, queue, wire[0], reply == b"new")
+        (status,) = await self._send(queue, [wire], fresh)
         return Job(self, queue, wire[0], created=status == "new")
 
     async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:

@@ -20,6 +20,7 @@ from aioqueue._protocol.library import (
     VERSION,
     FunctionCalls,
 )
+from aioqueue._redis.lane import Started
 from aioqueue.errors import NotReplicated
 
 __all__ = [
@@ -103,6 +104,7 @@ class Scripts(FunctionCalls):
         *,
         replicated: float | None = None,
         fresh_ids: bool = False,
+        first: Started | None = None,
     ) -> list[str]:
         """jobs: (id, payload, delay_ms, at_ms, lock). Returns 'new' or the existing status.
 
@@ -115,12 +117,13 @@ class Scripts(FunctionCalls):
         ``NotReplicated`` when none did.
         fresh_ids: the ids were made up for this call, so a job found under one
         after the call was sent again (a lost link) is the one it stored: 'new'.
+        first: ``start_enqueue``'s for this one job, which failed: its first try.
         """
         sent: list[int] = []
         if replicated is None and max_length == 0 and len(jobs) == 1:
             # concurrent single enqueues to one queue become one call (an id
             # already stored is not stored twice, so a lost link retries it)
-            status: bytes = await self._merged("enqueue", queue, (0,), jobs[0], 1, sent)
+            status: bytes = await self._merged("enqueue", queue, (0,), jobs[0], 1, sent, first)
             return ["new" if sent and fresh_ids else status.decode()]
         flat: list[Any] = [max_length]
         for job in jobs:
@@ -137,6 +140,19 @@ class Scripts(FunctionCalls):
                     job_ids=[job[0] for job in jobs],
                 )
         return [s.decode() for s in out]
+
+    def start_enqueue(self, queue: str, job: EnqueueWire) -> Started | None:
+        """One job's enqueue (no length limit, not replicated), queued at once to be
+        merged with concurrent ones: await the future for b'new' or the existing
+        job's status; on any failure pass this as ``enqueue(..., first=)``, which
+        retries and raises as it does for a call of its own. None: call ``enqueue``."""
+        lane = self._lane
+        if lane is None or lane.closed:
+            return None
+        made = self._enqueue_heads.get(queue)
+        if made is None:
+            made = self._enqueue_heads[queue] = self._merge_head("enqueue", queue, (0,))
+        return lane.start_merged(made[0], made[1], job, 1, timeout=self.timeout)
 
     async def claim(
         self,

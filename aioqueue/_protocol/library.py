@@ -28,13 +28,16 @@ from aioqueue._protocol.source import LIBRARY, VERSION
 from aioqueue._redis.cluster import ClusterClient, load_library
 from aioqueue._redis.connect import RedisClient
 from aioqueue._redis.errors import UNAVAILABLE, refusal
-from aioqueue._redis.lane import Lane, MergedFailure, closed_transport
+from aioqueue._redis.lane import Lane, MergedFailure, Started, closed_transport
 from aioqueue.errors import AioqueueError, ConfigurationError, QueueFull, RedisUnavailable
 
 __all__ = ["LIBRARY", "TESTING_CLOCK", "TESTING_LIBRARY", "VERSION", "FunctionCalls"]
 
 
 _FN = f"aq_{VERSION}_"
+# a merged call's key in the lane and its command head (see FunctionCalls._merge_head)
+MergeHead = tuple[tuple[Any, ...], tuple[Any, ...]]
+MERGE_HEADS_KEPT = 1024
 # aioqueue.testing's build: these same function names on its private Redis, on a
 # clock that moves only when a test moves it. A worker refuses a Redis that holds
 # it unless aioqueue.testing.run_worker started it (which sets TESTING_CLOCK in the
@@ -84,6 +87,8 @@ class FunctionCalls:
         self._loading: asyncio.Future[None] | None = None
         # per queue: the id of a claim whose outcome is unknown, sent again by the next
         self._claim_ids: dict[str, str] = {}
+        self._merge_heads: dict[tuple[str, str, tuple[Any, ...]], MergeHead] = {}
+        self._enqueue_heads: dict[str, MergeHead] = {}  # the same, by queue alone
 
     @property
     def lane(self) -> Lane | None:
@@ -199,6 +204,21 @@ class FunctionCalls:
             f" (last error: {why})" if why else ""
         )
 
+    def _merge_head(self, name: str, queue: str, head: tuple[Any, ...]) -> MergeHead:
+        """The merge key and the command head of ``name``'s merged calls on ``queue``,
+        made once: the hottest path should not build them per item."""
+        made = self._merge_heads.get((name, queue, head))
+        if made is None:
+            if len(self._merge_heads) >= MERGE_HEADS_KEPT:  # a producer of many queues
+                self._merge_heads.clear()
+                self._enqueue_heads.clear()
+            prefix = queue_prefix(queue)
+            made = self._merge_heads[name, queue, head] = (
+                (name, prefix, *head),
+                ("FCALL", _FN + name, 1, prefix, self.events_maxlen, *head),
+            )
+        return made
+
     async def _merged(
         self,
         name: str,
@@ -207,25 +227,27 @@ class FunctionCalls:
         item: tuple[Any, ...],
         width: int,
         sent: list[int] | None = None,
+        first: Started | None = None,
     ) -> Any:
         """One item of a call that concurrent callers share (see ``Lane.call_merged``);
-        its slice of the reply. Off the lane (a cluster) the item goes alone."""
+        its slice of the reply. Off the lane (a cluster) the item goes alone.
+        first: the item's first try (``Lane.start_merged``), failed."""
         lane = self._lane
         if lane is None:
             out = await self._call(name, queue, *head, *item)
             return out[0] if width == 1 else out
-        prefix = queue_prefix(queue)
-        command = ("FCALL", _FN + name, 1, prefix, self.events_maxlen, *head)
+        key, command = self._merge_head(name, queue, head)
         try:
             for _ in range(2):
                 try:
                     return await lane.call_merged(
-                        (name, prefix, *head), command, item, width, timeout=self.timeout, sent=sent
+                        key, command, item, width, timeout=self.timeout, sent=sent, first=first
                     )
                 except MergedFailure as failed:
                     error, alone = failed.error, False
                 except ResponseError as exc:
                     error, alone = exc, True
+                first = None
                 if "Function not found" in str(error):
                     await self.load()
                     continue

@@ -21,6 +21,7 @@ __all__ = [
     "Group",
     "Lost",
     "MergedFailure",
+    "Started",
     "Waiter",
     "backoff",
     "closed_transport",
@@ -71,15 +72,22 @@ class Group:
         self.deadlines: list[float] = []
 
     def pack(self) -> bytes | None:
+        """The merged command of the items whose callers still wait (None: none do)."""
         args = list(self.head)
-        futures, deadlines = [], []
-        for item, fut, deadline in zip(self.items, self.futures, self.deadlines, strict=True):
+        futures = self.futures
+        if not any(fut.done() for fut in futures):  # the common case: everyone waits
+            for item in self.items:
+                args.extend(item)
+            packed: bytes = hiredis.pack_command(tuple(args))
+            return packed
+        kept, deadlines = [], []
+        for item, fut, deadline in zip(self.items, futures, self.deadlines, strict=True):
             if not fut.done():
                 args.extend(item)
-                futures.append(fut)
+                kept.append(fut)
                 deadlines.append(deadline)
-        self.futures, self.deadlines = futures, deadlines
-        return hiredis.pack_command(tuple(args)) if futures else None
+        self.futures, self.deadlines = kept, deadlines
+        return hiredis.pack_command(tuple(args)) if kept else None
 
     def deliver(self, reply: Any) -> None:
         futures = self.futures
@@ -109,6 +117,7 @@ class Group:
 # what waits for one reply: a caller's future and its deadline, or a merged group
 Waiter = tuple[asyncio.Future[Any], float] | Group
 Entry = tuple[bytes, asyncio.Future[Any], float] | Group  # in the outbox
+Started = tuple[asyncio.Future[Any], float]  # a merged item queued: its future, deadline
 
 
 async def backoff(attempt: int, deadline: float) -> None:
