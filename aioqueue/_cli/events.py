@@ -244,7 +244,10 @@ class Follower:
 @click.option(
     "--count",
     type=click.IntRange(min=1),
-    help="Most events printed before following (whole entries with --from).  [default: the newest 10; with --from, all]",
+    help=(
+        "Most events printed before following (whole entries with --from)."
+        "  [default: the newest 10; with --from, all]"
+    ),
 )
 @json_option
 @redis_option

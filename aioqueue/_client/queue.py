@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 import anyio
 from redis.exceptions import ResponseError
 
+from aioqueue._client.encoding import encode_call
 from aioqueue._client.fanout import send_per_queue
 from aioqueue._client.hooked import ProducerHooks
 from aioqueue._client.job import Job
@@ -28,9 +28,8 @@ from aioqueue._client.sharded import ShardedResultWaiter
 from aioqueue._client.waiter import ResultWaiter
 from aioqueue._hooks import Hooks, with_installed
 from aioqueue._protocol import signing
-from aioqueue._protocol.envelope import ENVELOPE_VERSION, Envelope, encode_envelope
 from aioqueue._protocol.functions import EnqueueWire, Scripts
-from aioqueue._protocol.keys import EVENTS_MAXLEN, check_job_id, check_queue_name, new_job_id
+from aioqueue._protocol.keys import EVENTS_MAXLEN, check_job_id, check_queue_name
 from aioqueue._redis.cluster import ClusterClient
 from aioqueue._redis.connect import RedisClient, connect_any, default_url
 from aioqueue._redis.errors import UNAVAILABLE, mapped_errors, refusal, unavailable
@@ -40,7 +39,6 @@ from aioqueue.errors import (
     AioqueueError,
     ConfigurationError,
     NotAllEnqueued,
-    PayloadTooLarge,
     QueueClosed,
     QueueFull,
 )
@@ -263,34 +261,11 @@ class Queue:
         job_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[str, EnqueueWire]:
-        if not isinstance(task, Task):
-            raise ConfigurationError(f"expected a task or a task's name, got {task!r}")
-        opts = task.defaults
-        queue = opts.queue or self.name
-        data = self.serializer.dumps([list(args), kwargs])
-        envelope = Envelope(
-            ENVELOPE_VERSION,
-            task.name,
-            data,
-            opts.timeout,
-            opts.max_attempts,
-            opts.result_ttl,
-            headers,
-        )
-        delay = opts.delay.total_seconds() if isinstance(opts.delay, timedelta) else opts.delay
-        delay_ms = int(delay * 1000) if delay else 0
-        # `at` is an absolute instant, sent as such; `delay` is added to the Redis clock
-        at_ms = int(opts.at.timestamp() * 1000) if opts.at is not None else 0
-        payload = encode_envelope(envelope)
-        if self.max_payload is not None and len(payload) > self.max_payload:
-            raise PayloadTooLarge(
-                f"job for {task.name} is {len(payload)} bytes; the limit is {self.max_payload}"
-            )
-        job_id = job_id or opts.job_id or new_job_id()
-        lock = task.lock_wire(args, kwargs)
-        if self._signer is not None:
-            payload = self._signer.sign(payload, queue=queue, job_id=job_id, lock=lock)
-        return queue, (job_id, payload, delay_ms, at_ms, lock)
+        # the settings read at each call: they are public attributes, settable any time
+        return encode_call(
+            task, args, kwargs, self.name, self.serializer, self.max_payload, self._signer,
+            job_id, headers,
+        )  # fmt: skip
 
     async def _send(
         self,

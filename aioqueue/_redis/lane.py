@@ -45,10 +45,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from aioqueue._redis.link import Link, open_link
+from aioqueue._redis.links import Links
 from aioqueue._redis.replies import (
-    RECONNECT_BASE,
-    RECONNECT_CAP,
     Conn,
     Entry,
     Group,
@@ -59,21 +57,16 @@ from aioqueue._redis.replies import (
     closed_transport,
     expire,
 )
-from aioqueue._redis.retry import Backoff
 
 __all__ = ["Lane", "MergedFailure", "Started", "closed_transport"]
 
 log = structlog.get_logger("aioqueue.lane")
 
-# a connection carries this many unanswered calls before another one is opened
-SPREAD = 256
 # at most this many items in one merged call. Redis runs a Function without a
 # break, and smaller calls overlap: while Redis runs the second of a pass, the
 # callers of the first already prepare their next (500: 30k enqueues/s from 100
 # coroutines here; 64: 70k)
 MERGE_LIMIT = 64
-# connection attempts, with backoff, before the calls waiting for one fail
-CONNECT_TRIES = 4
 # tries of one call across lost connections (its deadline bounds them too)
 MAX_TRIES = 20
 TICK = 0.25  # longest time between two looks at deadlines and stalls
@@ -85,21 +78,15 @@ class Lane:
     def __init__(
         self, redis: Redis, *, max_links: int = 4, stall_timeout: float | None = 10.0
     ) -> None:
-        self._redis = redis
-        self.max_links = max(1, max_links)
+        self.links = Links(redis, max_links, self)
         self.stall_timeout = stall_timeout
-        self._conns: list[Conn] = []
+        self._conns: list[Conn] = self.links.conns  # the same list, read on the hot path
         self._outbox: list[Entry] = []
         self._groups: dict[Hashable, Group] = {}
         self._flush_scheduled = False
-        self._connecting: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tick = TICK
         self._closed = False
-        # the loop of the open connections (see _loop)
-        self._conn_loop: asyncio.AbstractEventLoop | None = None
-        self.last_error = ""  # why the last connection attempt or connection failed
-        self.links_opened = 0
 
     # -- calls ----------------------------------------------------------------------
 
@@ -169,7 +156,7 @@ class Lane:
         # the hottest path of the client: helpers inlined
         if self._closed:
             self._check_open()
-        loop = self._conn_loop if self._conns else None
+        loop = self.links.loop if self._conns else None
         if loop is None:
             loop = self._loop()
         if deadline is None:
@@ -219,8 +206,8 @@ class Lane:
         """The running loop: the one the open connections were made on (they work
         only there), else asked for. ``asyncio.get_running_loop`` makes a getpid
         syscall each time, which cost 8% of a concurrent enqueue's client CPU."""
-        if self._conns and self._conn_loop is not None:
-            return self._conn_loop
+        if self._conns and self.links.loop is not None:
+            return self.links.loop
         return asyncio.get_running_loop()
 
     def _deadline(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> float:
@@ -249,9 +236,9 @@ class Lane:
         self._flush_scheduled = False
         if self._closed or not self._outbox:
             return
-        conn = self._pick()
+        conn = self.links.pick()
         if conn is None or conn.link is None:
-            self._reconnect()  # the outbox waits for a connection
+            self.links.reconnect()  # the outbox waits for a connection
             self._arm_timer()
             return
         outbox, self._outbox = self._outbox, []
@@ -280,69 +267,12 @@ class Lane:
         try:
             link.write(chunks)
         except Exception as exc:  # a transport closed under us: uvloop raises
-            self._lost(conn, exc)
+            self.links.lost(conn, exc)
         self._arm_timer()
 
-    def _pick(self) -> Conn | None:
-        best: Conn | None = None
-        for conn in self._conns:
-            if len(conn.waiting) < SPREAD:
-                return conn
-            if best is None or len(conn.waiting) < len(best.waiting):
-                best = conn
-        if len(self._conns) < self.max_links:
-            self._reconnect()  # every connection is busy: open one more meanwhile
-        return best
+    # -- what the links ask of the calls (links.Calls) ---------------------------------
 
-    # -- connections -------------------------------------------------------------------
-
-    def _reconnect(self) -> None:
-        if self._connecting is None and not self._closed:
-            self._connecting = asyncio.get_running_loop().create_task(self._connect_loop())
-
-    async def _connect_loop(self) -> None:
-        backoff = Backoff(RECONNECT_BASE, RECONNECT_CAP, jitter=True)
-        failures = 0  # in this loop, across successes: CONNECT_TRIES bounds them
-        try:
-            while self._prune_outbox() and not self._closed:
-                if self._conns and (
-                    len(self._conns) >= self.max_links
-                    or any(len(c.waiting) < SPREAD for c in self._conns)
-                ):
-                    break
-                conn = Conn(self.discard_demoted, self._on_lost)
-                try:
-                    conn.link = await open_link(self._redis, conn.on_reply, conn.on_lost)
-                except (TimeoutError, OSError, RedisConnectionError) as exc:
-                    self.last_error = str(exc) or type(exc).__name__
-                    if self._conns:
-                        break  # the open ones carry the calls
-                    failures += 1
-                    if failures >= CONNECT_TRIES:
-                        # Redis is down, not just this connection: say so now
-                        # rather than at each caller's deadline
-                        self._fail_outbox(RedisConnectionError(self.last_error))
-                        return
-                    await backoff.wait()
-                    continue
-                except Exception as exc:  # AUTH refused and the like: retrying cannot help
-                    self.last_error = str(exc)
-                    self._fail_outbox(exc)
-                    return
-                if self._closed:
-                    conn.link.close()
-                    return
-                self._conns.append(conn)
-                self._conn_loop = conn.link.loop
-                self.links_opened += 1
-                backoff.reset()
-                self._flush()
-        finally:
-            self._connecting = None
-        if self._outbox and not self._closed:
-            self._schedule()
-
-    def _prune_outbox(self) -> bool:
+    def calls_waiting(self) -> bool:
         """Drops calls whose callers gave up while no connection could take them;
         True when some are still waiting."""
         live = [e for e in self._outbox if not (e.done() if isinstance(e, Group) else e[1].done())]
@@ -351,7 +281,7 @@ class Lane:
             self._groups.clear()
         return bool(live)
 
-    def _fail_outbox(self, exc: BaseException) -> None:
+    def fail_calls(self, exc: BaseException) -> None:
         outbox, self._outbox = self._outbox, []
         self._groups.clear()
         for entry in outbox:
@@ -360,43 +290,16 @@ class Lane:
             elif not entry[1].done():
                 entry[1].set_exception(exc)
 
-    def _on_lost(self, conn: Conn, link: Link, exc: BaseException | None) -> None:
-        if conn.link is not link:
-            return  # already taken out (closed by us)
-        self._lost(conn, exc)
-        # whatever closed this one (a restart, CLIENT KILL TYPE normal) most
-        # likely closed the idle ones opened before it too: do not hand them out
-        for other in list(self._conns):
-            if other.link and not other.waiting and other.link.opened_at <= link.opened_at:
-                self._lost(other, exc)
+    def write_calls(self) -> None:
+        self._flush()
 
-    def _lost(self, conn: Conn, exc: BaseException | None) -> None:
-        if conn.link is None:
-            return
-        link, conn.link = conn.link, None
-        if conn in self._conns:
-            self._conns.remove(conn)
-        reason = str(exc) if exc else "Connection closed by server."
-        self.last_error = reason
-        conn.fail(Lost(reason))
-        link.close()  # the connection was made apart from any pool: nothing to hand back
+    def calls_lost(self) -> None:
         if self._outbox:
             self._schedule()
 
-    def discard_demoted(self, reply: BaseException) -> None:
-        # a primary demoted by a failover: every connection to it is useless
-        self.discard_opened_before(asyncio.get_running_loop().time(), reply)
-
     def discard_opened_before(self, when: float, why: BaseException | None = None) -> int:
-        """Closes every connection opened at or before ``when`` (loop time), its
-        unanswered calls retried elsewhere: a connection found dead without a FIN
-        (or pointing at a demoted primary) says the others of its age are too."""
-        closed = 0
-        for conn in list(self._conns):
-            if conn.link is not None and conn.link.opened_at <= when:
-                self._lost(conn, why or RedisConnectionError("a sibling connection went silent"))
-                closed += 1
-        return closed
+        """See ``Links.discard_opened_before``."""
+        return self.links.discard_opened_before(when, why)
 
     # -- deadlines and stalls ------------------------------------------------------------
 
@@ -423,7 +326,7 @@ class Lane:
             stall = self.stall_timeout
             if stall is not None and now - conn.link.received_at > stall:
                 log.warning("lane.stalled", waited=stall, unanswered=len(conn.waiting))
-                self._lost(conn, RedisConnectionError("no reply within the stall timeout"))
+                self.links.lost(conn, RedisConnectionError("no reply within the stall timeout"))
                 continue
             conn.expire(now)
         if busy:
@@ -439,14 +342,23 @@ class Lane:
     def connections(self) -> int:
         return len(self._conns)
 
+    @property
+    def max_links(self) -> int:
+        return self.links.max_links
+
+    @property
+    def links_opened(self) -> int:
+        return self.links.opened
+
+    @property
+    def last_error(self) -> str:
+        """Why the last connection attempt or connection failed."""
+        return self.links.last_error
+
     async def aclose(self) -> None:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._connecting is not None:
-            self._connecting.cancel()
-        closed = RedisConnectionError("the connection was closed by the client")
-        self._fail_outbox(closed)
-        for conn in list(self._conns):
-            self._lost(conn, closed)
+        self.fail_calls(RedisConnectionError("the connection was closed by the client"))
+        await self.links.aclose()
