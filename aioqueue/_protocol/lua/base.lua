@@ -124,10 +124,11 @@ local function emit(prefix, event, id, task, attempt, now, ...)
 end
 
 local ESCAPES = {[' '] = '%20', ['%'] = '%25'}
+local function needs_escape(v)
+  return string.find(v, '%', 1, true) or string.find(v, ' ', 1, true)
+end
 local function esc(v)
-  if string.find(v, '%', 1, true) or string.find(v, ' ', 1, true) then
-    return (string.gsub(v, '[ %%]', ESCAPES))
-  end
+  if needs_escape(v) then return (string.gsub(v, '[ %%]', ESCAPES)) end
   return v
 end
 
@@ -140,8 +141,7 @@ local function column(values, n)
   if same then return esc(first) end
   local plain = true
   for i = 1, n do
-    local v = values[i]
-    if string.find(v, '%', 1, true) or string.find(v, ' ', 1, true) then plain = false break end
+    if needs_escape(values[i]) then plain = false break end
   end
   if plain then return table.concat(values, ' ', 1, n) end
   local out = {}
@@ -149,28 +149,34 @@ local function column(values, n)
   return table.concat(out, ' ')
 end
 
+-- The field of an entry of one job: its value as it is (the plain form).
+local function only(values)
+  return values[1]
+end
+
+local ROW_FIELDS = {'job', 'task', 'attempt', 'ts'} -- every entry has them, in this order
+
 local function flush_events()
   for _, e in ipairs(pending) do
-    local n, args = e.n, nil
+    local n = e.n
     -- the cap counts rows: entries of many rows make it fewer entries
     local mean = (rows_per_entry[e.prefix] or 1) * 0.9 + n * 0.1
     rows_per_entry[e.prefix] = mean
     local cap = EVENTS_ARG
     if mean > 1.5 then cap = string.format('%d', math.max(1, math.floor(EVENTS_MAX / mean))) end
-    if n == 1 then
-      args = {'MAXLEN', '~', cap, '*', 'event', e.event, 'job', e.job[1], 'task', e.task[1],
-        'attempt', e.attempt[1], 'ts', e.ts[1]}
-      for i = 1, e.nx, 2 do
-        args[#args + 1] = e.extra[i]
-        args[#args + 1] = e.extra[i + 1][1]
-      end
-    else
-      args = {'MAXLEN', '~', cap, '*', 'event', e.event, 'n', int_s(n), 'job', column(e.job, n),
-        'task', column(e.task, n), 'attempt', column(e.attempt, n), 'ts', column(e.ts, n)}
-      for i = 1, e.nx, 2 do
-        args[#args + 1] = e.extra[i]
-        args[#args + 1] = column(e.extra[i + 1], n)
-      end
+    local args = {'MAXLEN', '~', cap, '*', 'event', e.event}
+    local value = only
+    if n > 1 then
+      value = column
+      args[7], args[8] = 'n', int_s(n)
+    end
+    for _, name in ipairs(ROW_FIELDS) do
+      args[#args + 1] = name
+      args[#args + 1] = value(e[name], n)
+    end
+    for i = 1, e.nx, 2 do
+      args[#args + 1] = e.extra[i]
+      args[#args + 1] = value(e.extra[i + 1], n)
     end
     kcall(e.prefix, 'XADD', e.prefix .. KEY.events, unpack(args))
   end
