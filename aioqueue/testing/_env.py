@@ -89,7 +89,10 @@ class Environment:
             self.reader = None
 
     def connect(self) -> Redis:
-        return Redis.from_url(self.url)
+        # as the library's own clients (aioqueue._redis.connect): no socket timeout,
+        # since drive's BLPOP waits up to its own timeout, and redis-py's default of
+        # 5 s cut that wait short on a busy machine, losing the connection mid-wait
+        return Redis.from_url(self.url, socket_timeout=None)
 
     def prefixes(self) -> list[str]:
         """Key prefixes of the queues the live workers serve, each once."""
