@@ -20,7 +20,6 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -30,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from aioqueue._admin.stats import QueueGauges, gauges
 from aioqueue._prometheus.asgi import default_registry, metrics_app
-from aioqueue._prometheus.batched import Batcher, Series
+from aioqueue._prometheus.batched import Flusher, Pending, Series
 from aioqueue.admin import Admin
 from aioqueue.middleware import Attempt, AttemptResult, Enqueue, Middleware, WorkerInfo
 
@@ -71,6 +70,9 @@ class _Metrics:
     """The metric families of one registry (the worker's and the producer's)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        # first of the registry's collectors: a scrape hands the counts over, then reads
+        self.flusher = Flusher()
+        registry.register(self.flusher)
         job = ["queue", "task"]
         self.started = Counter("aioqueue_jobs_started", "Attempts started.", job, registry=registry)
         self.finished = Counter(
@@ -122,7 +124,6 @@ class _Metrics:
             buckets=ENQUEUE_BUCKETS,
             registry=registry,
         )
-        self.batch = Batcher(self.busy)  # the job hooks' counts, handed over once per loop pass
 
 
 _made: dict[int, tuple[CollectorRegistry, _Metrics]] = {}
@@ -162,6 +163,11 @@ class PrometheusMiddleware(Middleware):
         self._series: dict[tuple[str, str], Series] = {}
         self._enqueued: dict[tuple[str, str], Any] = {}
         self._tasks: set[str] | None = None  # None until a worker starts: any name
+        # the job hooks' counts, handed over in batches (aioqueue._prometheus.batched)
+        self._pending = Pending(self._of, _OUTCOME_INDEX, self._m.busy)
+        self._items = self._pending.items
+        self._m.flusher.add(self._pending)
+        self._durations: dict[str, Any] = {}
 
     # -- the worker -------------------------------------------------------------------
 
@@ -173,57 +179,50 @@ class PrometheusMiddleware(Middleware):
     def on_worker_stop(self, worker: WorkerInfo) -> None:
         """Takes the worker's concurrency off the capacity; hands over what is counted."""
         self._m.capacity.dec(worker.concurrency)
-        self._m.batch.flush()
+        self._pending.flush()
 
     def _of(self, queue: str, task: str) -> Series:
+        series = self._series.get((queue, task))
+        if series is not None:
+            return series
         # names the worker lacks share one key: a dict of them would grow without bound
         label = task if self._tasks is None or task in self._tasks else UNKNOWN_TASK
         series = self._series.get((queue, label))
         if series is None:
             m = self._m
-            series = self._series[queue, label] = Series(
+            series = Series(
                 m.started.labels(queue, label),
                 [m.finished.labels(queue, label, o) for o in OUTCOMES],
                 m.duration.labels(queue, label),
                 m.wait.labels(queue, label),
+                JOB_BUCKETS,
             )
+            self._series[queue, label] = series
         return series
 
-    # The two hooks every job runs: ints and lists only (see aioqueue._batched).
+    # The two hooks every job runs append and return; the counting is Pending.flush's.
 
     def before_attempt(self, attempt: Attempt) -> None:
         """Counts the start, a busy slot, and the wait when it is known."""
-        series = self._series.get((attempt.queue, attempt.task)) or self._of(
-            attempt.queue, attempt.task
-        )
-        series.started += 1
-        batch = self._m.batch
-        batch.busy += 1
-        wait = attempt.wait
-        if wait is not None:
-            wait = max(0.0, wait)
-            series.wait.add(bisect_left(JOB_BUCKETS, wait), wait)
-        batch.touch(series)
+        self._items.append((attempt, None))
+        if not self._pending.scheduled:
+            self._pending.schedule()
 
     def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
         """Frees the slot; counts the outcome and the duration of a finished attempt."""
-        series = self._series.get((attempt.queue, attempt.task)) or self._of(
-            attempt.queue, attempt.task
-        )
-        batch = self._m.batch
-        batch.busy -= 1
-        index = _OUTCOME_INDEX.get(result.outcome)
-        if index is not None:  # released and lost attempts did not finish
-            series.finished[index] += 1
-            series.duration.add(bisect_left(JOB_BUCKETS, result.duration), result.duration)
-        batch.touch(series)
+        self._items.append((attempt, result))
+        if not self._pending.scheduled:
+            self._pending.schedule()
 
     # -- the producer -----------------------------------------------------------------
 
     def after_enqueue(self, enqueue: Enqueue, error: BaseException | None) -> None:
         """Counts the call's duration, then each job enqueued, or the error by its type."""
         m = self._m
-        m.enqueue_duration.labels(enqueue.queue).observe(time.perf_counter() - enqueue.started)
+        duration = self._durations.get(enqueue.queue)
+        if duration is None:
+            duration = self._durations[enqueue.queue] = m.enqueue_duration.labels(enqueue.queue)
+        duration.observe(time.perf_counter() - enqueue.started)
         if error is not None:
             m.enqueue_errors.labels(enqueue.queue, type(error).__name__).inc()
             return

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,6 +17,16 @@ LABELS = {"queue", "task", "outcome", "state", "error", "le"}
 def scrape(port: int) -> list[Sample]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
         return parse(reply.read().decode())
+
+
+def scrape_until(port: int, ready: Callable[[list[Sample]], bool], timeout: float = 30) -> None:
+    """Scrapes until ``ready`` holds: a worker hands its counts over in batches (at most
+    20 ms apart), so a count shows on /metrics some time after its job began; the
+    supervisor offers no event for it."""
+    deadline = time.monotonic() + timeout
+    while not ready(samples := scrape(port)):
+        assert time.monotonic() < deadline, by(samples, "aioqueue_jobs_started_total", "task")
+        time.sleep(0.02)
 
 
 def parse(text: str) -> list[Sample]:

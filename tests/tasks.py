@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -66,6 +67,7 @@ async def whoami() -> dict[str, object]:
         "attempt": ctx.attempt,
         "pid": os.getpid(),
         "worker": ctx.worker_id,
+        "frozen": gc.get_freeze_count(),  # objects left out of full collections
     }
 
 

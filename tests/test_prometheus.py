@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from aioqueue import Queue, Worker
+from aioqueue._prometheus import batched
 from aioqueue.admin import Admin
 from aioqueue.middleware import Attempt, AttemptResult, Enqueue, Message, WorkerInfo
 from aioqueue.prometheus import OUTCOMES, PrometheusMiddleware, QueueCollector, metrics_app
@@ -91,6 +92,32 @@ def test_enqueues_and_failed_enqueues_are_counted_per_queue() -> None:
     assert by(samples, "aioqueue_jobs_enqueued_total", "task") == {"t": 3, "u": 1}
     assert by(samples, "aioqueue_enqueue_errors_total", "error") == {"ConnectionError": 1}
     assert value(samples, "aioqueue_enqueue_duration_seconds_count", queue="q") == 3
+
+
+async def test_a_workers_counts_are_handed_over_in_batches_and_a_scrape_reads_them_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batched, "FLUSH_EVERY", 3600.0)  # no timer fires in this test
+    registry = CollectorRegistry()
+    mw = PrometheusMiddleware(registry)
+    pending, flushes = mw._pending, []
+    flush = pending.flush
+    monkeypatch.setattr(pending, "flush", lambda: (flushes.append(1), flush())[1])
+    for i in range(100):  # a hundred event-loop passes of one no-op job each
+        attempt = _attempt("t", job_id=f"j{i}")
+        mw.before_attempt(attempt)
+        mw.after_attempt(attempt, _result("complete" if i % 4 else "retried"))
+        await anyio.sleep(0)
+    # the first pass after a quiet spell handed over; the other 99 wait for the timer
+    assert len(flushes) == 1
+    started = mw._m.started.labels("q", "t")._value.get()  # the metric itself, no scrape
+    assert started == 1
+    samples = parse(generate_latest(registry).decode())  # a scrape hands over first
+    assert len(flushes) == 2
+    assert by(samples, "aioqueue_jobs_finished_total", "outcome") == {"complete": 75, "retried": 25}
+    assert value(samples, "aioqueue_jobs_started_total", task="t") == 100
+    assert value(samples, "aioqueue_job_wait_seconds_count", task="t") == 100
+    assert value(samples, "aioqueue_worker_busy_slots") == 0
 
 
 async def test_the_queue_gauges_of_one_scrape_match_redis(redis_url: str, queue_name: str) -> None:

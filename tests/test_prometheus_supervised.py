@@ -21,13 +21,27 @@ from aioqueue import Queue
 from aioqueue.admin import Admin
 from aioqueue.task import Call, task_ref
 from tests import metrics_app as app
-from tests.prom_helpers import assert_no_job_ids, by, scrape, value
+from tests.prom_helpers import assert_no_job_ids, by, scrape, scrape_until, value
 from tests.supervised import Supervised, enqueue
 
 C = 4  # concurrency of each child; --prefetch 0: a child holds at most C deliveries
 MIX = {"ok": 300, "flaky": 75, "always_fails": 50, "too_slow": 25, "unknown": 50}  # per phase
 UNKNOWN = "tests.metrics_app.nobody_has_this"
 SERVE = ["--restart-backoff", "0", "--metrics-port", "0", "--metrics-host", "127.0.0.1"]
+
+
+_ok, _flaky, _fails, _slow, _unknown = (2 * MIX[k] for k in MIX)  # both phases
+FINISHED = {
+    "complete": _ok + _flaky + 2 * C,
+    "retried": _flaky + 2 * _fails,  # flaky fails once; always_fails twice before its last
+    "failed": _fails,
+    "timeout": _slow,
+    "dead": _unknown,
+}
+
+
+def _finished(samples: list[Any], queue: str) -> float:
+    return value(samples, "aioqueue_jobs_finished_total", queue=queue)
 
 
 @pytest.fixture
@@ -102,6 +116,10 @@ def test_supervised_metrics_sum_every_child_and_the_killed_one(
         assert sorted(Counter(pids).values()) == [C, C]
         # phase 2 waits in the queue: no child has room for it
         second = enqueue(redis_url, queue_name, _calls())
+        # the victim's starts of its holds are on /metrics (its files) before it dies
+        scrape_until(
+            port, lambda s: value(s, "aioqueue_jobs_started_total", task=app.hold.name) == 2 * C
+        )
 
         victim = pids[0]
         os.kill(victim, signal.SIGKILL)  # C attempts started there will never finish
@@ -111,6 +129,8 @@ def test_supervised_metrics_sum_every_child_and_the_killed_one(
         sync_redis.rpush(gate, *["go"] * (3 * C))
         results = _settle(redis_url, queue_name, first + holds + second)
         sup.wait_for("supervisor.child_ready", count=3)  # the replacement runs
+        # a child hands its counts to its files at most 20 ms after the jobs (batched)
+        scrape_until(port, lambda s: _finished(s, queue_name) >= sum(FINISHED.values()))
         samples = scrape(port)
         depths = _depths(redis_url, queue_name)
     finally:
@@ -125,13 +145,7 @@ def test_supervised_metrics_sum_every_child_and_the_killed_one(
     q = {"queue": queue_name}
     finished = by(samples, "aioqueue_jobs_finished_total", "outcome", **q)
     ok, flaky, fails, slow, unknown = (2 * MIX[k] for k in MIX)
-    assert finished == {
-        "complete": ok + flaky + 2 * C,
-        "retried": flaky + 2 * fails,  # flaky fails once; always_fails twice before its last
-        "failed": fails,
-        "timeout": slow,
-        "dead": unknown,
-    }
+    assert finished == FINISHED
     started_by_task = by(samples, "aioqueue_jobs_started_total", "task", **q)
     assert started_by_task == {
         app.ok.name: ok,

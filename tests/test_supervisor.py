@@ -156,6 +156,8 @@ def test_max_jobs_per_child_recycles(supervise: Factory, redis_url: str, queue_n
     assert len(set(pids)) == 3  # 2 + 2 + 1 jobs
     assert all(pids.count(p) <= 2 for p in pids)
     assert {r["pid"] for r in recycled} < set(pids)
+    # each child froze what its imports made (aioqueue._cli.target.freeze_imports)
+    assert all(r["frozen"] > 10_000 for r in done)
     assert not sup.matching("supervisor.child_exited", reason="crashed")
     sup.send(signal.SIGTERM)
     assert sup.wait() == 0

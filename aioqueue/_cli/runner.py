@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from aioqueue._cli.target import load_worker, run_worker
+from aioqueue._cli.target import freeze_imports, load_worker, run_worker
 from aioqueue._redis.connect import DEFAULT_URL
 from aioqueue._redis.devredis import DevRedis, answers
 from aioqueue._redis.errors import redact
@@ -119,6 +119,7 @@ def run_target(target: str, opts: RunOptions, cli_args: list[str]) -> int:
         if os.environ.get(METRICS_DIR_ENV):  # the supervisor serves what this process counts
             _count_metrics(worker)
         fd = int(os.environ[CONTROL_FD_ENV])
+        freeze_imports()
         anyio.run(run_supervised, worker, fd, backend_options={"use_uvloop": use_uvloop})
         return 0
     processes = opts.processes if opts.processes is not None else default_processes()

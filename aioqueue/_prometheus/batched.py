@@ -1,35 +1,45 @@
-"""A worker's job metrics counted in plain Python, handed to prometheus_client once per
-event-loop pass (``aioqueue.prometheus.PrometheusMiddleware``).
+"""A worker's job metrics gathered in plain Python and handed to prometheus_client in
+batches (``aioqueue.prometheus.PrometheusMiddleware``).
 
-Per job, prometheus_client costs a lock and, in multiprocess mode, a write to the
-mmapped file for every value touched: about 8 writes and several microseconds per
-no-op job. Here a job's hooks add to ints and bucket lists, and the first hook of a
-loop pass schedules one flush (``call_soon``) that adds what changed to the metric
-objects. Nothing is kept back longer than that pass: a job's start is in the files
-before its task gets past its first await, so a SIGKILLed process loses only the
-counts of the pass it died in, as it would lose an outcome not yet written.
+Per value touched, prometheus_client takes a lock and, in multiprocess mode, writes to
+an mmapped file: about 8 such writes per job. Here a job's two hooks only append to a
+list; a hand-over (``Pending.flush``) turns what gathered into counts per (queue, task)
+series and adds them to the metric objects. The first hook after a quiet spell hands
+over at the end of its event-loop pass; while jobs keep coming, at most once every
+``FLUSH_EVERY`` seconds, so the cost of a hand-over is shared by every job of that
+spell instead of the two or three of one pass. A SIGKILLed process loses what gathered
+since its last hand-over, at most that long. A scrape of the process's own registry
+hands over first (``Flusher``), so it reads every job counted so far.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+import weakref
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Batcher", "Hist", "Series"]
+__all__ = ["FLUSH_EVERY", "Flusher", "Hist", "Pending", "Series"]
+
+FLUSH_EVERY = 0.02
+"""Seconds between two hand-overs while jobs keep coming: what the counts may lag."""
 
 
 class Hist:
     """What one histogram child gained since the last flush: bucket index -> count, sum."""
 
-    __slots__ = ("child", "pending", "total")
+    __slots__ = ("bounds", "child", "pending", "total")
 
-    def __init__(self, child: Any) -> None:
-        self.child = child
+    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
+        self.child, self.bounds = child, bounds
         self.pending: dict[int, int] = {}
         self.total = 0.0
 
-    def add(self, index: int, value: float) -> None:
+    def add(self, value: float) -> None:
+        index = bisect_left(self.bounds, value)
         pending = self.pending
         pending[index] = pending.get(index, 0) + 1
         self.total += value
@@ -47,25 +57,22 @@ class Hist:
 class Series:
     """What one (queue, task) gained since the last flush: starts, outcomes, histograms."""
 
-    __slots__ = (
-        "dirty",
-        "duration",
-        "finished",
-        "finished_children",
-        "started",
-        "started_child",
-        "wait",
-    )
+    __slots__ = ("duration", "finished", "finished_children", "started", "started_child", "wait")
 
-    def __init__(self, started: Any, finished: list[Any], duration: Any, wait: Any) -> None:
+    def __init__(
+        self,
+        started: Any,
+        finished: list[Any],
+        duration: Any,
+        wait: Any,
+        bounds: tuple[float, ...],
+    ) -> None:
         self.started_child, self.finished_children = started, finished
         self.started = 0
         self.finished = [0] * len(finished)
-        self.duration, self.wait = Hist(duration), Hist(wait)
-        self.dirty = False
+        self.duration, self.wait = Hist(duration, bounds), Hist(wait, bounds)
 
     def flush(self) -> None:
-        self.dirty = False
         if self.started:
             self.started_child.inc(self.started)
             self.started = 0
@@ -78,34 +85,93 @@ class Series:
         self.wait.flush()
 
 
-class Batcher:
-    """The series touched since the last flush, and the busy slots (one per registry)."""
+SeriesOf = Callable[[str, str], Series]
 
-    def __init__(self, busy: Any) -> None:
-        self.busy = 0  # jobs between their before_attempt and after_attempt
+
+class Pending:
+    """The attempts begun and ended since the last hand-over, and that hand-over.
+
+    Args:
+        series_of: the series of a (queue, task).
+        outcome_index: an outcome's place in ``Series.finished``; outcomes missing
+            (an attempt released or lost) did not finish.
+        busy: the busy-slots gauge, moved by what began minus what ended.
+    """
+
+    def __init__(self, series_of: SeriesOf, outcome_index: dict[str, int], busy: Any) -> None:
+        self._series_of, self._outcome_index, self._busy = series_of, outcome_index, busy
+        # (attempt, None) when it began, (attempt, result) when it ended; appended
+        # without a lock: list.append is atomic, and flush removes only what it read
+        self.items: list[tuple[Any, Any]] = []
         self.scheduled = False
-        self._busy_gauge, self._sent_busy = busy, 0
-        self._dirty: list[Series] = []
-        self._lock = threading.Lock()  # event loops of two threads may share a registry
+        self._last = 0.0
+        # flush runs on any thread (a timer of the hooks' loop, a scrape's thread): the
+        # hooks only append, and a flush takes only what it read, under this lock
+        self._lock = threading.Lock()
 
-    def touch(self, series: Series) -> None:
-        """Called by a hook that changed ``series`` (and ``busy``)."""
-        if not series.dirty:
-            series.dirty = True
-            self._dirty.append(series)
-        if not self.scheduled:
-            self.scheduled = True
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop here (a test calling hooks): hand over now
-                self.flush()
+    def schedule(self) -> None:
+        """Called by a hook that appended while no hand-over was due."""
+        self.scheduled = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop here (a test calling hooks): hand over now
+            self.flush()
+            return
+        wait = self._last + FLUSH_EVERY - time.monotonic()
+        if wait > 0:
+            loop.call_later(wait, self.flush)
+        else:
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
         with self._lock:
+            # cleared first: a hook of another thread appending from here on schedules anew
             self.scheduled = False
-            dirty, self._dirty = self._dirty, []
-            for series in dirty:
+            self._last = time.monotonic()
+            items = self.items
+            n = len(items)
+            if not n:
+                return
+            taken = items[:n]
+            del items[:n]
+            series_of, outcome_index = self._series_of, self._outcome_index
+            touched: dict[int, Series] = {}
+            busy = 0
+            for attempt, result in taken:
+                series = series_of(attempt.queue, attempt.task)
+                touched[id(series)] = series
+                if result is None:
+                    busy += 1
+                    series.started += 1
+                    wait = attempt.wait
+                    if wait is not None:
+                        series.wait.add(wait if wait > 0.0 else 0.0)
+                    continue
+                busy -= 1
+                index = outcome_index.get(result.outcome)
+                if index is not None:
+                    series.finished[index] += 1
+                    series.duration.add(result.duration)
+            for series in touched.values():
                 series.flush()
-            if self.busy != self._sent_busy:
-                self._busy_gauge.set(self.busy)
-                self._sent_busy = self.busy
+            if busy:
+                self._busy.inc(busy)
+
+
+class Flusher:
+    """A collector of no metrics, registered before the metrics of its registry: its
+    ``collect`` (the first of each scrape) hands over every ``Pending`` of them."""
+
+    def __init__(self) -> None:
+        self._pending: weakref.WeakSet[Pending] = weakref.WeakSet()
+
+    def add(self, pending: Pending) -> None:
+        self._pending.add(pending)
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        for pending in list(self._pending):
+            pending.flush()
+        return []

@@ -22,15 +22,15 @@ like a batch that met a dropped connection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import structlog
 from redis.exceptions import ReadOnlyError, ResponseError
 
-from aioqueue._hooks import NO_HOOKS, Hooks, fire
+from aioqueue._hooks import NO_HOOKS, Hooks, start
 from aioqueue._protocol.functions import Scripts
 from aioqueue._redis.errors import UNAVAILABLE
 from aioqueue._redis.retry import Backoff
@@ -147,14 +147,17 @@ class OutcomeWriter:
                 if not ok:
                     job, kind = running.job, outcome.kind
                     log.warning("job.stale_outcome", job_id=job.id, queue=queue, outcome=kind)
-                if self._settled:
-                    await self._settle(running, bool(ok))
+                if self._settled and (rest := self._settle(running, bool(ok))) is not None:
+                    await rest
 
-    async def _settle(self, running: Running, written: bool) -> None:
+    def _settle(self, running: Running, written: bool) -> Coroutine[Any, Any, None] | None:
+        """Runs the on_settled hooks; returns what is left to await (an async hook's),
+        None when every hook was plain: a plain hook costs the job no coroutine."""
         attempt, result = running.attempt, running.result
-        if attempt is not None and result is not None:
-            result.written = written
-            await fire(self._settled, attempt, result)
+        if attempt is None or result is None:
+            return None
+        result.written = written
+        return start(self._settled, attempt, result)
 
     async def _finish(self, queue: str, items: Sequence[Pending]) -> list[int]:
         try:
@@ -171,8 +174,8 @@ class OutcomeWriter:
             try:
                 await self._finish(queue, [(running, outcome)])
                 # a 0 here is expected: the failed batch had written it already
-                if self._settled:
-                    await self._settle(running, True)
+                if self._settled and (rest := self._settle(running, True)) is not None:
+                    await rest
             except UNAVAILABLE:
                 raise
             except Exception as exc:
@@ -187,8 +190,8 @@ class OutcomeWriter:
                     action="set aside",
                 )
                 await self._quarantine(running, reason)
-                if self._settled:
-                    await self._settle(running, False)
+                if self._settled and (rest := self._settle(running, False)) is not None:
+                    await rest
 
     async def _quarantine(self, running: Running, reason: str) -> None:
         job = running.job

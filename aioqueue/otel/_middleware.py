@@ -75,25 +75,41 @@ class OpenTelemetryMiddleware(Middleware):
             schema_url="https://opentelemetry.io/schemas/1.44.0",
         )
         self._metrics = Instruments(meter_provider)
+        self._traced: bool | None = None  # known once the provider is final
+        self._measured: bool | None = None
 
     def _tracing(self) -> bool:
         """Whether spans would be recorded: not while the global provider is unset or
-        a no-op one. Checked at each hook (the app may set its provider later); with
-        no SDK the hooks then make no span and parse no header: the cost of the extra
-        installed but unused stays within noise (benchmarks/otel_overhead.py)."""
-        provider = self._tracer_provider or trace.get_tracer_provider()
-        return not isinstance(provider, _SILENT)
+        a no-op one. With no SDK the hooks then make no span and parse no header: the
+        cost of the extra installed but unused stays within noise
+        (benchmarks/otel_overhead.py)."""
+        traced = self._traced
+        if traced is None:
+            provider = self._tracer_provider or trace.get_tracer_provider()
+            traced = not isinstance(provider, _SILENT)
+            # the global stand-in is asked again at each hook (the app may set its
+            # provider later); a provider given, or the global one once set, is final
+            if not isinstance(provider, trace.ProxyTracerProvider):
+                self._traced = traced
+        return traced
 
     def _measuring(self) -> bool:
         """Whether the metrics go anywhere (the same check, for the meter provider)."""
-        provider = self._meter_provider or metrics.get_meter_provider()
-        return not isinstance(provider, _SILENT_METERS)
+        measured = self._measured
+        if measured is None:
+            provider = self._meter_provider or metrics.get_meter_provider()
+            measured = not isinstance(provider, _SILENT_METERS)
+            if not isinstance(provider, _ProxyMeterProvider):
+                self._measured = measured
+        return measured
 
     # ---- producer side
 
     def before_enqueue(self, enqueue: Enqueue) -> None:
         """Starts the ``send`` span (and the ``create`` spans of a batch); writes the
         creation context into each job's headers."""
+        if self._traced is False and self._measured is False:
+            return  # both providers known to be no-ops: nothing to make
         if not self._tracing():
             if self._measuring():
                 enqueue.state[_SEND] = None  # measured, not traced
@@ -181,6 +197,8 @@ class OpenTelemetryMiddleware(Middleware):
     def before_attempt(self, attempt: Attempt) -> None:
         """Starts the attempt's ``process`` span, linked to (or, with ``parent``, a child
         of) the creation context in its headers, and makes it current for the task."""
+        if self._traced is False and self._measured is False:
+            return  # both providers known to be no-ops: nothing to make
         if not self._tracing():
             if self._measuring():
                 attempt.state[_PROCESS] = None  # measured, not traced
