@@ -31,12 +31,16 @@ Two figures per mode: the worker (``--jobs`` no-op jobs queued beforehand with
 process + settle spans) and the producer (``--jobs // 4`` awaited ``enqueue`` calls
 one after another: send spans). For each: the median rate, and the median CPU time of
 this process per job (steadier than the rate on a shared machine), each with its
-ratio to off.
+ratio to off. Each timed part starts with ``gc.collect(); gc.freeze()``, as ``aioqueue
+run`` does before its worker runs (and so in "before" too): the objects the imports
+made, more with the extras, are then not walked by every full collection, a cost of
+heap size rather than of the hooks.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -161,6 +165,8 @@ async def worker_rate(url: str, queue_name: str, jobs: int, middleware: list[Any
         middleware=middleware,
         **options,
     )
+    gc.collect()
+    gc.freeze()
     c0, t0 = time.process_time(), time.perf_counter()
     await worker.run()
     return jobs / (time.perf_counter() - t0), (time.process_time() - c0) / jobs * 1e6
@@ -170,6 +176,8 @@ async def producer_rate(url: str, queue_name: str, calls: int, middleware: list[
     middleware, options = split(middleware)
     async with Queue(url, name=queue_name, middleware=middleware, **options) as queue:
         await queue.enqueue(tasks.add, 0, 0)  # connected and the Functions loaded
+        gc.collect()
+        gc.freeze()
         c0, t0 = time.process_time(), time.perf_counter()
         for i in range(calls):
             await queue.enqueue(tasks.add, i, 1)
@@ -179,7 +187,7 @@ async def producer_rate(url: str, queue_name: str, calls: int, middleware: list[
 # the two figures with another checkout's code, in a child process (printed as JSON);
 # only API that every release has: Queue(url, name=), enqueue, enqueue_many, Worker(burst=)
 BEFORE = """
-import json, sys, time, uvloop
+import gc, json, sys, time, uvloop
 from aioqueue import Queue, Worker
 import aioqueue.logging
 from tests import tasks
@@ -193,12 +201,14 @@ async def main():
                 [tasks.add.call(i, 1) for i in range(start, min(jobs, start + 5000))]
             )
     worker = Worker([tasks.add], redis_url=url, queues=[name], concurrency=100, burst=True)
+    gc.collect(); gc.freeze()
     c0, t0 = time.process_time(), time.perf_counter()
     await worker.run()
     out = [jobs / (time.perf_counter() - t0), (time.process_time() - c0) / jobs * 1e6]
     calls = jobs // 4
     async with Queue(url, name=name + "-p") as queue:
         await queue.enqueue(tasks.add, 0, 0)
+        gc.collect(); gc.freeze()
         c0, t0 = time.process_time(), time.perf_counter()
         for i in range(calls):
             await queue.enqueue(tasks.add, i, 1)

@@ -24,6 +24,7 @@ from aioqueue._protocol import codes, signing
 from aioqueue._protocol.durations import count, seconds
 from aioqueue._protocol.envelope import Envelope, ErrorInfo, decode_envelope
 from aioqueue._protocol.functions import Claimed
+from aioqueue._worker.deadlines import Deadlines, JobTimer
 from aioqueue._worker.failures import (
     DEFAULT_MAX_ERROR_SIZE,
     ErrorRecords,
@@ -56,7 +57,7 @@ class Running:
     """A delivery held by this worker; ``stop_reason`` says why its timer was cut short."""
 
     job: Claimed
-    timer: asyncio.Timeout | None = None  # set while the job's code runs
+    timer: JobTimer | None = None  # set while the job's code runs
     stop_reason: str | None = None  # 'abort' | 'shutdown' | 'lost'
     started: float = field(default_factory=time.monotonic)
     attempt: Attempt | None = None  # built when middleware hooks attempts
@@ -147,6 +148,7 @@ class Executor:
         self.hooks = hooks
         self._hooked = hooks.attempts
         self._before, self._after = hooks.before_attempt, hooks.after_attempt
+        self._deadlines: Deadlines | None = None  # made on the loop of the first job
 
     async def run(self, running: Running) -> Outcome | None:
         """The outcome to record, or None when the delivery is no longer ours.
@@ -234,11 +236,14 @@ class Executor:
         reset = _current.set(ctx)
         timed_out = False
         try:
-            # One asyncio timer per job: its deadline is the timeout, and abort,
-            # shutdown or a lost lease move it to now (Running.stop). asyncio's own
-            # Timeout, not an anyio cancel scope: a scope cost a fifth of a no-op
-            # job's CPU, and redis-py ties the worker to asyncio anyway.
-            timer = asyncio.timeout(timeout)
+            # One timer per job: its deadline is the timeout, and abort, shutdown or a
+            # lost lease move it to now (Running.stop). Not an anyio cancel scope (a
+            # scope cost a fifth of a no-op job's CPU, and redis-py ties the worker to
+            # asyncio anyway), nor asyncio.timeout (a loop timer each: deadlines.py)
+            deadlines = self._deadlines
+            if deadlines is None:
+                deadlines = self._deadlines = Deadlines(asyncio.get_running_loop())
+            timer = deadlines.timer(timeout)
             try:
                 async with timer:
                     running.timer = timer
