@@ -6,7 +6,10 @@ each peer in its own virtualenv, against one Redis, one worker process of the
 library's own CLI at concurrency 100; ``wrk`` drives it at 100, 500 and 1,000
 connections. Per library and connection count: requests/s, latency p50/p99,
 errors (non-2xx answers and socket errors), and the app process's CPU per
-request (the client's cost, since uvicorn serves little else).
+request (the client's cost, since uvicorn serves little else). The app freezes its heap
+once started (``gc.freeze()``, as docs/production.md advises; ``BENCH_GC_FREEZE=0`` does
+not), for every library alike: a full collection otherwise pauses every request in
+flight, which showed as p99.
 
     python benchmarks/web.py [--quick] [--libs aioqueue,saq] [--conns 100,500,1000]
                              [--duration 10] [--reps 1]

@@ -10,6 +10,7 @@ fails answers 500, so the load generator counts it as an error.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import itertools
 import os
@@ -37,6 +38,12 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     adapter = importlib.import_module(f"apps.{LIB}_app").Adapter(URL)
     await adapter.open()
     _state["adapter"] = adapter
+    if os.environ.get("BENCH_GC_FREEZE", "1") == "1":
+        # as a tuned app does once it has started (docs/production.md): what the imports
+        # and the start made is not walked by each full collection, a pause of every
+        # request in flight; the same for every library
+        gc.collect()
+        gc.freeze()
     try:
         yield
     finally:
