@@ -10,9 +10,9 @@ local function register(name, fn, flags)
         return redis.error_reply('ERR ' .. name .. ': malformed event stream length')
       end
       EVENTS_MAX, EVENTS_ARG, now_n = tonumber(raw), raw, nil
-      if #pending > 0 then pending, last_of = {}, {} end -- rows of a call that raised
+      drop_events() -- rows of a call that raised
       local reply = fn(keys, args)
-      if #pending > 0 then flush_events() end
+      if events_held() then flush_events() end
       return reply
     end,
     flags = flags or {},
