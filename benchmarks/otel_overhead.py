@@ -2,6 +2,8 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/otel_overhead.py [--jobs 20000] [--reps 5]
         [--before 64578fe]
+    PYTHONPATH=. .venv/bin/python benchmarks/otel_overhead.py --instructions
+        [--modes off,metrics+noop] [--small 300] [--large 1300]
 
 (issue #14's benchmark: metrics and a no-op tracer on against off, and everything off
 against the code before any of it.)
@@ -35,6 +37,16 @@ ratio to off. Each timed part starts with ``gc.collect(); gc.freeze()``, as ``ai
 run`` does before its worker runs (and so in "before" too): the objects the imports
 made, more with the extras, are then not walked by every full collection, a cost of
 heap size rather than of the hooks.
+
+``--instructions``: the same two figures as instructions per job, counted by
+valgrind's callgrind (which must be installed), for the modes of ``--modes``. On a
+shared machine the CPU time of a run moves 10-20 %; instruction counts move well under
+1 %, so they settle "within 5 %" where the rates cannot. Each mode runs three times
+under callgrind: worker and producer parts of S and S jobs, L and S, S and L (S =
+``--small``, L = ``--large``); the queue is filled beforehand by another process, and
+a part's figure is the difference of two counts over L - S, so imports and start-up
+cancel out. (Instructions are not time: cache misses and branch mispredictions are not
+counted.) Slow: a minute or two per run.
 """
 
 from __future__ import annotations
@@ -150,12 +162,15 @@ def split(middleware: list[Any]) -> tuple[list[Any], dict[str, Any]]:
     return middleware, {}
 
 
-async def worker_rate(url: str, queue_name: str, jobs: int, middleware: list[Any]) -> Figure:
+async def worker_rate(
+    url: str, queue_name: str, jobs: int, middleware: list[Any], filled: bool = False
+) -> Figure:
     middleware, options = split(middleware)
-    async with Queue(url, name=queue_name, middleware=middleware, **options) as queue:
-        for start in range(0, jobs, 5000):
-            calls = [tasks.add.call(i, 1) for i in range(start, min(jobs, start + 5000))]
-            await queue.enqueue_many(calls)
+    if not filled:
+        async with Queue(url, name=queue_name, middleware=middleware, **options) as queue:
+            for start in range(0, jobs, 5000):
+                calls = [tasks.add.call(i, 1) for i in range(start, min(jobs, start + 5000))]
+                await queue.enqueue_many(calls)
     worker = Worker(
         [tasks.add],
         redis_url=url,
@@ -192,20 +207,22 @@ from aioqueue import Queue, Worker
 import aioqueue.logging
 from tests import tasks
 url, name, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+calls = int(sys.argv[4]) if len(sys.argv) > 4 else jobs // 4
+filled = len(sys.argv) > 5 and sys.argv[5] == "filled"
 aioqueue.logging.configure(level="warning")
 
 async def main():
-    async with Queue(url, name=name) as queue:
-        for start in range(0, jobs, 5000):
-            await queue.enqueue_many(
-                [tasks.add.call(i, 1) for i in range(start, min(jobs, start + 5000))]
-            )
+    if not filled:
+        async with Queue(url, name=name) as queue:
+            for start in range(0, jobs, 5000):
+                await queue.enqueue_many(
+                    [tasks.add.call(i, 1) for i in range(start, min(jobs, start + 5000))]
+                )
     worker = Worker([tasks.add], redis_url=url, queues=[name], concurrency=100, burst=True)
     gc.collect(); gc.freeze()
     c0, t0 = time.process_time(), time.perf_counter()
     await worker.run()
     out = [jobs / (time.perf_counter() - t0), (time.process_time() - c0) / jobs * 1e6]
-    calls = jobs // 4
     async with Queue(url, name=name + "-p") as queue:
         await queue.enqueue(tasks.add, 0, 0)
         gc.collect(); gc.freeze()
@@ -217,6 +234,71 @@ async def main():
 
 uvloop.run(main())
 """
+
+
+# fills a queue with the code of the tree on PYTHONPATH (API every release has)
+FILL = """
+import sys, uvloop
+from aioqueue import Queue
+from tests import tasks
+url, name, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+async def main():
+    async with Queue(url, name=name) as queue:
+        for start in range(0, jobs, 5000):
+            await queue.enqueue_many(
+                [tasks.add.call(i, 1) for i in range(start, min(jobs, start + 5000))]
+            )
+
+uvloop.run(main())
+"""
+
+
+def counted(tree: str, mode: str, url: str, name: str, jobs: int, calls: int) -> int:
+    """Instructions of one run of ``mode`` under callgrind: a worker draining ``jobs``
+    queued jobs, then ``calls`` awaited enqueues."""
+    code = tree if mode == "before" else str(ROOT)
+    env = {**os.environ, "PYTHONPATH": code}
+    fill = [sys.executable, "-c", FILL, url, name, str(jobs)]
+    subprocess.run(fill, env=env, cwd=code, check=True, capture_output=True)
+    if mode == "before":
+        cmd = [sys.executable, "-c", BEFORE, url, name, str(jobs), str(calls), "filled"]
+    else:
+        cmd = [sys.executable, __file__, "--child", mode, url, name, "--jobs", str(jobs)]
+        cmd += ["--calls", str(calls), "--filled"]
+    grind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd]
+    done = subprocess.run(grind, env=env, cwd=code, check=True, capture_output=True, text=True)
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise RuntimeError(f"no instruction count from callgrind: {done.stderr[-500:]}")
+
+
+def instructions(modes: list[str], before: str, small: int, large: int) -> None:
+    server = RedisServer(port=free_port())
+    server.start()
+    tree = tempfile.mkdtemp(prefix="aq-before-") if "before" in modes else ""
+    per: dict[str, tuple[float, float]] = {}
+    try:
+        if tree:
+            subprocess.run(["git", "worktree", "add", "--detach", tree, before], cwd=ROOT,
+                           check=True, capture_output=True)  # fmt: skip
+        for mode in modes:
+            base = counted(tree, mode, server.url, f"i-{mode}-ss", small, small)
+            worker = counted(tree, mode, server.url, f"i-{mode}-ls", large, small)
+            producer = counted(tree, mode, server.url, f"i-{mode}-sl", small, large)
+            per[mode] = ((worker - base) / (large - small), (producer - base) / (large - small))
+            print(f"{mode:>12}: counted (load average {os.getloadavg()[0]:.2f})", flush=True)
+    finally:
+        server.cleanup()
+        if tree:
+            subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
+                           capture_output=True)  # fmt: skip
+    ref = per.get("off") or next(iter(per.values()))
+    print(f"\ninstructions per job (callgrind; {large} - {small} jobs), ratio to off")
+    for mode, (w, p) in per.items():
+        print(f"{mode:>12}: worker {w:9,.0f} ({w / ref[0]:.3f})"
+              f"  producer {p:9,.0f} ({p / ref[1]:.3f})")  # fmt: skip
 
 
 def child_figures(tree: str, mode: str, url: str, name: str, jobs: int) -> tuple[Figure, Figure]:
@@ -233,10 +315,10 @@ def child_figures(tree: str, mode: str, url: str, name: str, jobs: int) -> tuple
     return (w_rate, w_cpu), (p_rate, p_cpu)
 
 
-async def child(mode: str, url: str, name: str, jobs: int) -> None:
+async def child(mode: str, url: str, name: str, jobs: int, calls: int, filled: bool) -> None:
     aioqueue.logging.configure(level="warning")
-    worker = await worker_rate(url, name, jobs, MODES[mode]())
-    producer = await producer_rate(url, f"{name}-p", jobs // 4, MODES[mode]())
+    worker = await worker_rate(url, name, jobs, MODES[mode](), filled)
+    producer = await producer_rate(url, f"{name}-p", calls, MODES[mode]())
     print(json.dumps([*worker, *producer]))
 
 
@@ -295,9 +377,20 @@ if __name__ == "__main__":
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--before", default="64578fe", help="git revision to compare with ('': none)")
     ap.add_argument("--verbose", action="store_true", help="print every repetition's rates")
+    ap.add_argument("--instructions", action="store_true", help="count instructions (callgrind)")
+    ap.add_argument("--modes", default="dark,off,metrics+noop,bare,noop,before",
+                    help="the modes --instructions counts")  # fmt: skip
+    ap.add_argument("--small", type=int, default=300, help="--instructions: the small size")
+    ap.add_argument("--large", type=int, default=1300, help="--instructions: the large size")
     ap.add_argument("--child", nargs=3, metavar=("MODE", "URL", "QUEUE"), help=argparse.SUPPRESS)
+    ap.add_argument("--calls", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--filled", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        uvloop.run(child(*args.child, args.jobs))
+        calls = args.jobs // 4 if args.calls is None else args.calls
+        mode, url, name = args.child
+        uvloop.run(child(mode, url, name, args.jobs, calls, args.filled))
+    elif args.instructions:
+        instructions(args.modes.split(","), args.before, args.small, args.large)
     else:
         main(args.jobs, args.reps, args.before, args.verbose)

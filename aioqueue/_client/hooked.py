@@ -75,7 +75,8 @@ class ProducerHooks:
     async def enqueue_many(self, queue: Sender, calls: Sequence[Call]) -> list[Job[Any]]:
         messages = [_message(task, queue.name) for task, _, _ in calls]
         enqueue = Enqueue(messages, True, time.perf_counter())
-        await self._before(enqueue)
+        if (rest := start(self.before, enqueue)) is not None:
+            await rest
         try:
             encoded = [
                 queue._encode(task, args, kwargs, m.job_id, _checked(m))
@@ -85,15 +86,12 @@ class ProducerHooks:
         except BaseException as exc:
             await self._after(enqueue, exc)
             raise
-        await self._after(enqueue, None)
+        if (rest := start(self.after, enqueue, None)) is not None:
+            await rest
         return jobs
 
-    async def _before(self, enqueue: Enqueue) -> None:
-        rest = start(self.before, enqueue)
-        if rest is not None:
-            await rest
-
-    async def _after(self, enqueue: Enqueue, error: BaseException | None) -> None:
+    async def _after(self, enqueue: Enqueue, error: BaseException) -> None:
+        """The after hooks of a failed enqueue (not a hot path: one coroutine more)."""
         rest = start(self.after, enqueue, error)
         if rest is not None:
             await rest

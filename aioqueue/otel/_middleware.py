@@ -75,40 +75,19 @@ class OpenTelemetryMiddleware(Middleware):
             schema_url="https://opentelemetry.io/schemas/1.44.0",
         )
         self._metrics = Instruments(meter_provider)
-        self._traced: bool | None = None  # known once the provider is final
-        self._measured: bool | None = None
-
-    def _tracing(self) -> bool:
-        """Whether spans would be recorded: not while the global provider is unset or
-        a no-op one. With no SDK the hooks then make no span and parse no header: the
-        cost of the extra installed but unused stays within noise
-        (benchmarks/otel_overhead.py)."""
-        traced = self._traced
-        if traced is None:
-            provider = self._tracer_provider or trace.get_tracer_provider()
-            traced = not isinstance(provider, _SILENT)
-            # the global stand-in is asked again at each hook (the app may set its
-            # provider later); a provider given, or the global one once set, is final
-            if not isinstance(provider, trace.ProxyTracerProvider):
-                self._traced = traced
-        return traced
-
-    def _measuring(self) -> bool:
-        """Whether the metrics go anywhere (the same check, for the meter provider)."""
-        measured = self._measured
-        if measured is None:
-            provider = self._meter_provider or metrics.get_meter_provider()
-            measured = not isinstance(provider, _SILENT_METERS)
-            if not isinstance(provider, _ProxyMeterProvider):
-                self._measured = measured
-        return measured
+        # With no SDK the hooks make no span and parse no header: the cost of the
+        # extra installed but unused stays within noise (benchmarks/otel_overhead.py).
+        self._tracing = _Recording(tracer_provider, trace.get_tracer_provider, _SILENT,
+                                   trace.ProxyTracerProvider)  # fmt: skip
+        self._measuring = _Recording(meter_provider, metrics.get_meter_provider,
+                                     _SILENT_METERS, _ProxyMeterProvider)  # fmt: skip
 
     # ---- producer side
 
     def before_enqueue(self, enqueue: Enqueue) -> None:
         """Starts the ``send`` span (and the ``create`` spans of a batch); writes the
         creation context into each job's headers."""
-        if self._traced is False and self._measured is False:
+        if self._tracing.known is False and self._measuring.known is False:
             return  # both providers known to be no-ops: nothing to make
         if not self._tracing():
             if self._measuring():
@@ -197,7 +176,7 @@ class OpenTelemetryMiddleware(Middleware):
     def before_attempt(self, attempt: Attempt) -> None:
         """Starts the attempt's ``process`` span, linked to (or, with ``parent``, a child
         of) the creation context in its headers, and makes it current for the task."""
-        if self._traced is False and self._measured is False:
+        if self._tracing.known is False and self._measuring.known is False:
             return  # both providers known to be no-ops: nothing to make
         if not self._tracing():
             if self._measuring():
@@ -300,6 +279,28 @@ class OpenTelemetryMiddleware(Middleware):
 _SILENT = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 _SILENT_METERS: tuple[type, ...] = (metrics.NoOpMeterProvider, _ProxyMeterProvider)
 _ABSENT = object()
+
+
+class _Recording:
+    """Whether a provider records anything: not while it is the global stand-in or a
+    no-op one. The stand-in is asked again each time (the app may set its provider
+    later); a provider given, or the global one once set, is final: ``known``."""
+
+    __slots__ = ("_current", "_given", "_proxy", "_silent", "known")
+
+    def __init__(self, given: Any, current: Any, silent: tuple[type, ...], proxy: type) -> None:
+        self._given, self._current, self._silent, self._proxy = given, current, silent, proxy
+        self.known: bool | None = None
+
+    def __call__(self) -> bool:
+        known = self.known
+        if known is not None:
+            return known
+        provider = self._given or self._current()
+        recording = not isinstance(provider, self._silent)
+        if not isinstance(provider, self._proxy):
+            self.known = recording
+        return recording
 
 
 def _epoch_ns(started: float) -> int:
