@@ -36,13 +36,14 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from worktree import checkout  # noqa: E402  (this directory: run as a script)
 
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
@@ -98,21 +99,17 @@ def main(calls: int, reps: int, before: str) -> None:
     r = redis.Redis.from_url(server.url)
     modes = [m for m in MODES if before or m != "before"]
     runs: dict[str, list[list[float]]] = {m: [] for m in modes}
-    tree = tempfile.mkdtemp(prefix="aq-before-") if before else ""
     try:
-        if before:
-            subprocess.run(["git", "worktree", "add", "--detach", tree, before], cwd=ROOT,
-                           check=True, capture_output=True)  # fmt: skip
-        for rep in range(reps):
-            for mode in modes[rep % len(modes) :] + modes[: rep % len(modes)]:
-                runs[mode].append(one_run(r, tree, mode, server.url, f"e-{mode}-{rep}", calls))
-            print(f"rep {rep + 1}/{reps} done (load average {os.getloadavg()[0]:.2f})", flush=True)
+        with checkout(before) as tree:
+            for rep in range(reps):
+                for mode in modes[rep % len(modes) :] + modes[: rep % len(modes)]:
+                    name = f"e-{mode}-{rep}"
+                    runs[mode].append(one_run(r, tree, mode, server.url, name, calls))
+                print(f"rep {rep + 1}/{reps} done (load average {os.getloadavg()[0]:.2f})",
+                      flush=True)  # fmt: skip
     finally:
         r.close()
         server.cleanup()
-        if before:
-            subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
-                           capture_output=True)  # fmt: skip
     base = "before" if before else "on"
     medians = {m: [statistics.median(run[i] for run in runs[m]) for i in range(4)] for m in modes}
     print(f"\n{calls} awaited enqueue calls per run, {reps} reps; medians (ratio to {base})")

@@ -58,7 +58,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +67,8 @@ import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from worktree import checkout  # noqa: E402  (this directory: run as a script)
 
 import aioqueue.logging  # noqa: E402
 from aioqueue import Queue, Worker  # noqa: E402
@@ -277,23 +278,17 @@ def counted(tree: str, mode: str, url: str, name: str, jobs: int, calls: int) ->
 def instructions(modes: list[str], before: str, small: int, large: int) -> None:
     server = RedisServer(port=free_port())
     server.start()
-    tree = tempfile.mkdtemp(prefix="aq-before-") if "before" in modes else ""
     per: dict[str, tuple[float, float]] = {}
     try:
-        if tree:
-            subprocess.run(["git", "worktree", "add", "--detach", tree, before], cwd=ROOT,
-                           check=True, capture_output=True)  # fmt: skip
-        for mode in modes:
-            base = counted(tree, mode, server.url, f"i-{mode}-ss", small, small)
-            worker = counted(tree, mode, server.url, f"i-{mode}-ls", large, small)
-            producer = counted(tree, mode, server.url, f"i-{mode}-sl", small, large)
-            per[mode] = ((worker - base) / (large - small), (producer - base) / (large - small))
-            print(f"{mode:>12}: counted (load average {os.getloadavg()[0]:.2f})", flush=True)
+        with checkout(before if "before" in modes else "") as tree:
+            for mode in modes:
+                base = counted(tree, mode, server.url, f"i-{mode}-ss", small, small)
+                worker = counted(tree, mode, server.url, f"i-{mode}-ls", large, small)
+                producer = counted(tree, mode, server.url, f"i-{mode}-sl", small, large)
+                per[mode] = ((worker - base) / (large - small), (producer - base) / (large - small))
+                print(f"{mode:>12}: counted (load average {os.getloadavg()[0]:.2f})", flush=True)
     finally:
         server.cleanup()
-        if tree:
-            subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
-                           capture_output=True)  # fmt: skip
     ref = per.get("off") or next(iter(per.values()))
     print(f"\ninstructions per job (callgrind; {large} - {small} jobs), ratio to off")
     for mode, (w, p) in per.items():
@@ -327,23 +322,19 @@ def main(jobs: int, reps: int, before: str, verbose: bool) -> None:
     server.start()
     names = list(MODES) + (["before"] if before else [])
     results: dict[str, dict[str, list[Figure]]] = {m: {"worker": [], "producer": []} for m in names}
-    tree = tempfile.mkdtemp(prefix="aq-before-") if before else ""
     try:
-        if before:
-            subprocess.run(["git", "worktree", "add", "--detach", tree, before], cwd=ROOT,
-                           check=True, capture_output=True)  # fmt: skip
-        for rep in range(reps):
-            # each repetition starts with another mode: none always runs first or last
-            for mode in names[rep % len(names) :] + names[: rep % len(names)]:
-                worker, producer = child_figures(tree, mode, server.url, f"b-{mode}-{rep}", jobs)
-                results[mode]["worker"].append(worker)
-                results[mode]["producer"].append(producer)
-            print(f"rep {rep + 1}/{reps} done (load average {os.getloadavg()[0]:.2f})", flush=True)
+        with checkout(before) as tree:
+            for rep in range(reps):
+                # each repetition starts with another mode: none always runs first or last
+                for mode in names[rep % len(names) :] + names[: rep % len(names)]:
+                    name = f"b-{mode}-{rep}"
+                    worker, producer = child_figures(tree, mode, server.url, name, jobs)
+                    results[mode]["worker"].append(worker)
+                    results[mode]["producer"].append(producer)
+                print(f"rep {rep + 1}/{reps} done (load average {os.getloadavg()[0]:.2f})",
+                      flush=True)  # fmt: skip
     finally:
         server.cleanup()
-        if before:
-            subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
-                           capture_output=True)  # fmt: skip
     print(f"\n{jobs} jobs per worker run, {jobs // 4} enqueue calls per producer run, {reps} reps;")
     print("median rate (ratio to off), median CPU of this process per job (ratio to off)")
     off = {
