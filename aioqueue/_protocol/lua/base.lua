@@ -119,7 +119,7 @@ end
 -- many jobs calls this for each, and Lua's allocations are what cost here.)
 local function emit(prefix, event, id, task, attempt, now, ...)
   if EVENTS_MAX == 0 then return end
-  now_string(now)
+  if now ~= now_n then now_string(now) end -- once per call, not a Lua call per row
   if type(attempt) ~= 'string' then attempt = int_s(attempt or 0) end
   local nx = select('#', ...)
   if not one and #pending == 0 then
@@ -189,7 +189,8 @@ local function only(values)
   return values[1]
 end
 
-local ROW_FIELDS = {'job', 'task', 'attempt', 'ts'} -- every entry has them, in this order
+-- every entry has them, in this order (flush_events's one-row XADD spells it out too)
+local ROW_FIELDS = {'job', 'task', 'attempt', 'ts'}
 local NONE = {}
 
 -- The cap to send with an entry of n rows: the cap counts rows, and entries
