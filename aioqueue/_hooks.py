@@ -1,8 +1,9 @@
 """The middleware of a Queue or a Worker, compiled once into a tuple per hook.
 
-A hook the middleware does not override is left out, so a Queue without
-middleware, or a worker with only the built-in logging, pays for nothing it
-does not use. Whether a hook is ``async def`` is looked up here, once: a plain
+A hook the middleware does not override, or sets to None on the instance (one
+that knows, when it is made, that it has nothing to do), is left out, so a
+Queue without middleware, or a worker with only the built-in logging, pays for
+nothing it does not use. Whether a hook is ``async def`` is looked up here, once: a plain
 hook is called, never wrapped in a coroutine.
 """
 
@@ -64,7 +65,7 @@ class Hooks:
                 raise ConfigurationError(
                     f"middleware must be an instance, not the class {m.__qualname__}"
                 )
-            if not any(callable(getattr(m, name, None)) for name in HOOK_NAMES):
+            if not any(hasattr(m, name) for name in HOOK_NAMES):
                 raise ConfigurationError(f"{m!r} has none of the middleware hooks {HOOK_NAMES}")
         for name in HOOK_NAMES:
             calls: list[Call] = []

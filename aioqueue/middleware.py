@@ -19,8 +19,11 @@ worker     on_worker_start(worker)
 A middleware is an object with any of these methods (subclass ``Middleware`` and
 override what you need). Each hook may be a plain ``def`` or an ``async def``; which
 one is looked up once, when the middleware is installed, so a plain hook costs a call
-and nothing more. Hooks run in the order the middleware were given (``after_*`` and
-``on_settled`` too: each middleware sees the same sequence of calls).
+and nothing more. A hook set to None on the instance is not called at all: the way for
+a middleware that knows, when it is made, that it has nothing to do (the OpenTelemetry
+one given no-op providers) to cost nothing. Hooks run in the order the middleware
+were given (``after_*`` and ``on_settled`` too: each middleware sees the same sequence
+of calls).
 
 A hook that raises is logged as ``middleware.failed`` and skipped: no middleware can
 fail a job, lose an outcome or stop a worker. ``headers`` are the one thing a

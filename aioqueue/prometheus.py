@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from aioqueue._admin.stats import QueueGauges, gauges
 from aioqueue._prometheus.asgi import default_registry, metrics_app
-from aioqueue._prometheus.batched import Flusher, Pending, Series
+from aioqueue._prometheus.batched import Flusher, Pending, Sent, Series
 from aioqueue.admin import Admin
 from aioqueue.middleware import Attempt, AttemptResult, Enqueue, Middleware, WorkerInfo
 
@@ -161,13 +161,13 @@ class PrometheusMiddleware(Middleware):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._m = _metrics_of(REGISTRY if registry is None else registry)
         self._series: dict[tuple[str, str], Series] = {}
-        self._enqueued: dict[tuple[str, str], Any] = {}
         self._tasks: set[str] | None = None  # None until a worker starts: any name
         # the job hooks' counts, handed over in batches (aioqueue._prometheus.batched)
-        self._pending = Pending(self._of, _OUTCOME_INDEX, self._m.busy)
+        self._pending = Pending(self._of, _OUTCOME_INDEX, self._m.busy, self._series)
         self._items = self._pending.items
         self._m.flusher.add(self._pending)
-        self._durations: dict[str, Any] = {}
+        self._sent = Sent(self._m, ENQUEUE_BUCKETS)
+        self._m.flusher.add(self._sent)
 
     # -- the worker -------------------------------------------------------------------
 
@@ -201,37 +201,29 @@ class PrometheusMiddleware(Middleware):
         return series
 
     # The two hooks every job runs append and return; the counting is Pending.flush's.
+    # They keep what it counts, not the Attempt and its result: those are freed as
+    # the job ends, not held until the hand-over (up to a thousand jobs later).
 
     def before_attempt(self, attempt: Attempt) -> None:
         """Counts the start, a busy slot, and the wait when it is known."""
-        self._items.append((attempt, None))
+        self._items.append((attempt.queue, attempt.task, None, attempt.wait))
         if not self._pending.scheduled:
             self._pending.schedule()
 
     def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
         """Frees the slot; counts the outcome and the duration of a finished attempt."""
-        self._items.append((attempt, result))
+        self._items.append((attempt.queue, attempt.task, result.outcome, result.duration))
         if not self._pending.scheduled:
             self._pending.schedule()
 
     # -- the producer -----------------------------------------------------------------
 
     def after_enqueue(self, enqueue: Enqueue, error: BaseException | None) -> None:
-        """Counts the call's duration, then each job enqueued, or the error by its type."""
-        m = self._m
-        duration = self._durations.get(enqueue.queue)
-        if duration is None:
-            duration = self._durations[enqueue.queue] = m.enqueue_duration.labels(enqueue.queue)
-        duration.observe(time.perf_counter() - enqueue.started)
-        if error is not None:
-            m.enqueue_errors.labels(enqueue.queue, type(error).__name__).inc()
-            return
-        for message in enqueue.messages:
-            key = (message.queue, message.task)
-            counter = self._enqueued.get(key)
-            if counter is None:
-                counter = self._enqueued[key] = m.enqueued.labels(*key)
-            counter.inc()
+        """Counts the call's duration, then each job enqueued, or the error by its type
+        (handed over in batches, as the attempts' counts)."""
+        self._sent.items.append((enqueue, time.perf_counter() - enqueue.started, error))
+        if not self._sent.scheduled:
+            self._sent.schedule()
 
 
 class QueueCollector(Collector):

@@ -219,6 +219,42 @@ def test_a_class_or_an_object_without_hooks_is_refused_at_once() -> None:
     assert worker.middleware == []
 
 
+class Quiet(Middleware):
+    """Knows when it is made that two of its hooks have nothing to do."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.before_attempt = None  # type: ignore[assignment]
+        self.on_settled = None  # type: ignore[assignment]
+
+    def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
+        self.calls.append("after_attempt")
+
+    def on_settled(self, attempt: Attempt, result: AttemptResult) -> None:
+        raise AssertionError("set to None on the instance: never called")
+
+
+def test_a_hook_set_to_none_on_the_instance_is_left_out() -> None:
+    from aioqueue._hooks import Hooks
+
+    hooks = Hooks([Quiet()])
+    assert (hooks.before_attempt, hooks.on_settled) == ((), ())
+    assert [name for _, _, name in hooks.after_attempt] == ["Quiet"]
+    silent = Quiet()
+    silent.after_attempt = None  # type: ignore[assignment]
+    assert not Hooks([silent]).attempts  # accepted, and costs the worker nothing
+
+
+async def test_a_worker_never_calls_a_hook_set_to_none(redis_url: str, queue_name: str) -> None:
+    quiet = Quiet()
+    worker = Worker([tasks.add], redis_url=redis_url, queues=[queue_name], middleware=[quiet])
+    async with Queue(redis_url, name=queue_name) as queue:
+        job = await queue.enqueue(tasks.add, 1, 2)
+        async with running(worker):
+            assert await job.result(timeout=10) == 3
+    assert quiet.calls == ["after_attempt"]
+
+
 def test_an_installed_middleware_joins_every_queue_and_worker_made_afterwards() -> None:
     from aioqueue.middleware import install, installed, uninstall
 

@@ -444,6 +444,23 @@ class Seen(Middleware):
         self.state.append(set(attempt.state))
 
 
+def test_with_no_op_providers_given_no_hook_is_called_at_all() -> None:
+    from aioqueue._hooks import HOOK_NAMES, Hooks
+
+    quiet = OpenTelemetryMiddleware(
+        tracer_provider=trace.NoOpTracerProvider(), meter_provider=metrics.NoOpMeterProvider()
+    )
+    assert all(getattr(Hooks([quiet]), name) == () for name in HOOK_NAMES)
+    # one provider that records keeps every hook
+    measured = OpenTelemetryMiddleware(
+        tracer_provider=trace.NoOpTracerProvider(),
+        meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+    )
+    hooks = Hooks([measured])
+    assert hooks.before_attempt and hooks.after_attempt and hooks.on_settled
+    assert hooks.before_enqueue and hooks.after_enqueue
+
+
 async def test_with_no_op_providers_no_header_is_written_and_nothing_kept(
     redis_url: str, queue_name: str
 ) -> None:

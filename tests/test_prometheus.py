@@ -120,6 +120,28 @@ async def test_a_workers_counts_are_handed_over_in_batches_and_a_scrape_reads_th
     assert value(samples, "aioqueue_worker_busy_slots") == 0
 
 
+async def test_a_producers_counts_are_handed_over_in_batches_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batched, "FLUSH_EVERY", 3600.0)  # no timer fires in this test
+    registry = CollectorRegistry()
+    mw = PrometheusMiddleware(registry)
+    sent, flushes = mw._sent, []
+    flush = sent.flush
+    monkeypatch.setattr(sent, "flush", lambda: (flushes.append(1), flush())[1])
+    for i in range(100):  # a hundred awaited enqueues, one per event-loop pass
+        call = Enqueue([Message("q", "t", f"id{i}", {}, 0.0)], False, time.perf_counter())
+        mw.after_enqueue(call, ConnectionError("gone") if i % 10 == 0 else None)
+        await anyio.sleep(0)
+    assert len(flushes) == 1  # the first, after a quiet spell; the rest wait for the timer
+    assert mw._m.enqueued.labels("q", "t")._value.get() == 0  # the first one failed
+    samples = parse(generate_latest(registry).decode())  # a scrape hands over first
+    assert len(flushes) == 2
+    assert value(samples, "aioqueue_jobs_enqueued_total", task="t") == 90
+    assert by(samples, "aioqueue_enqueue_errors_total", "error") == {"ConnectionError": 10}
+    assert value(samples, "aioqueue_enqueue_duration_seconds_count", queue="q") == 100
+
+
 async def test_the_queue_gauges_of_one_scrape_match_redis(redis_url: str, queue_name: str) -> None:
     async with Queue(redis_url, name=queue_name) as queue:
         # two dead jobs (a task no worker has, dead-lettered by a burst worker)

@@ -1,15 +1,16 @@
-"""A worker's job metrics gathered in plain Python and handed to prometheus_client in
-batches (``aioqueue.prometheus.PrometheusMiddleware``).
+"""A worker's job metrics and a producer's enqueue metrics gathered in plain Python and
+handed to prometheus_client in batches (``aioqueue.prometheus.PrometheusMiddleware``).
 
 Per value touched, prometheus_client takes a lock and, in multiprocess mode, writes to
-an mmapped file: about 8 such writes per job. Here a job's two hooks only append to a
-list; a hand-over (``Pending.flush``) turns what gathered into counts per (queue, task)
-series and adds them to the metric objects. The first hook after a quiet spell hands
-over at the end of its event-loop pass; while jobs keep coming, at most once every
-``FLUSH_EVERY`` seconds, so the cost of a hand-over is shared by every job of that
-spell instead of the two or three of one pass. A SIGKILLed process loses what gathered
-since its last hand-over, at most that long. A scrape of the process's own registry
-hands over first (``Flusher``), so it reads every job counted so far.
+an mmapped file: about 8 such writes per job, 3 per enqueue (and a histogram's
+observe walks its buckets in Python). Here a hook only appends to a list; a hand-over
+(``flush``) turns what gathered into counts per series and adds them to the metric
+objects. The first hook after a quiet spell hands over at the end of its event-loop
+pass; while jobs keep coming, at most once every ``FLUSH_EVERY`` seconds, so the cost
+of a hand-over is shared by every job of that spell instead of the two or three of one
+pass. A SIGKILLed process loses what gathered since its last hand-over, at most that
+long. A scrape of the process's own registry hands over first (``Flusher``), so it
+reads every job counted so far.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["FLUSH_EVERY", "Flusher", "Hist", "Pending", "Series"]
+__all__ = ["FLUSH_EVERY", "Batch", "Flusher", "Hist", "Pending", "Sent", "Series"]
 
 FLUSH_EVERY = 0.02
 """Seconds between two hand-overs while jobs keep coming: what the counts may lag."""
 
 
 class Hist:
-    """What one histogram child gained since the last flush: bucket index -> count, sum."""
+    """What one histogram child gained since the last flush: bucket index -> count, sum
+    (a hand-over adds to them)."""
 
     __slots__ = ("bounds", "child", "pending", "total")
 
@@ -37,12 +39,6 @@ class Hist:
         self.child, self.bounds = child, bounds
         self.pending: dict[int, int] = {}
         self.total = 0.0
-
-    def add(self, value: float) -> None:
-        index = bisect_left(self.bounds, value)
-        pending = self.pending
-        pending[index] = pending.get(index, 0) + 1
-        self.total += value
 
     def flush(self) -> None:
         if self.pending:
@@ -88,23 +84,18 @@ class Series:
 SeriesOf = Callable[[str, str], Series]
 
 
-class Pending:
-    """The attempts begun and ended since the last hand-over, and that hand-over.
+class Batch:
+    """What the hooks appended since the last hand-over, and that hand-over (``count``,
+    a subclass's, turns the items taken into metric updates)."""
 
-    Args:
-        series_of: the series of a (queue, task).
-        outcome_index: an outcome's place in ``Series.finished``; outcomes missing
-            (an attempt released or lost) did not finish.
-        busy: the busy-slots gauge, moved by what began minus what ended.
-    """
-
-    def __init__(self, series_of: SeriesOf, outcome_index: dict[str, int], busy: Any) -> None:
-        self._series_of, self._outcome_index, self._busy = series_of, outcome_index, busy
-        # (attempt, None) when it began, (attempt, result) when it ended; appended
-        # without a lock: list.append is atomic, and flush removes only what it read
-        self.items: list[tuple[Any, Any]] = []
+    def __init__(self) -> None:
+        # appended without a lock: list.append is atomic, and flush removes only what
+        # it read
+        self.items: list[Any] = []
         self.scheduled = False
-        self._last = 0.0
+        # -inf, not 0.0: the monotonic clock starts near 0 at boot, and the first
+        # hand-over is due at once
+        self._last = float("-inf")
         # flush runs on any thread (a timer of the hooks' loop, a scrape's thread): the
         # hooks only append, and a flush takes only what it read, under this lock
         self._lock = threading.Lock()
@@ -134,38 +125,131 @@ class Pending:
                 return
             taken = items[:n]
             del items[:n]
-            series_of, outcome_index = self._series_of, self._outcome_index
-            touched: dict[int, Series] = {}
-            busy = 0
-            for attempt, result in taken:
-                series = series_of(attempt.queue, attempt.task)
-                touched[id(series)] = series
-                if result is None:
-                    busy += 1
-                    series.started += 1
-                    wait = attempt.wait
-                    if wait is not None:
-                        series.wait.add(wait if wait > 0.0 else 0.0)
+            self.count(taken)
+
+    def count(self, taken: list[Any]) -> None:
+        raise NotImplementedError
+
+
+def _observe(hist: Hist, value: float) -> None:
+    # for the producer's few values per call; the attempts' loop inlines it
+    bucket = bisect_left(hist.bounds, value)
+    hist.pending[bucket] = hist.pending.get(bucket, 0) + 1
+    hist.total += value
+
+
+class Pending(Batch):
+    """The attempts begun and ended since the last hand-over: ``(queue, task, None,
+    wait)`` when one began (wait: seconds, or None when not known), ``(queue, task,
+    outcome, duration)`` when it ended.
+
+    Args:
+        series_of: the series of a (queue, task).
+        outcome_index: an outcome's place in ``Series.finished``; outcomes missing
+            (an attempt released or lost) did not finish.
+        busy: the busy-slots gauge, moved by what began minus what ended.
+        known: the series made so far, by (queue, task): read first, written only by
+            ``series_of`` (which keeps names the worker lacks out of it).
+    """
+
+    def __init__(
+        self,
+        series_of: SeriesOf,
+        outcome_index: dict[str, int],
+        busy: Any,
+        known: dict[tuple[str, str], Series],
+    ) -> None:
+        super().__init__()
+        self._series_of, self._outcome_index, self._busy = series_of, outcome_index, busy
+        self._known = known
+
+    def count(self, taken: list[Any]) -> None:
+        # per item, this loop is all the counting a job costs: kept to dict and list
+        # operations (the histograms' add inlined), no Python call while the series is
+        # known
+        series_of, outcome_index, known = self._series_of, self._outcome_index, self._known
+        touched: set[Series] = set()
+        busy = 0
+        for queue, task, outcome, value in taken:
+            series = known.get((queue, task))
+            if series is None:  # a new series, or a name the worker lacks
+                series = series_of(queue, task)
+            touched.add(series)
+            if outcome is None:
+                busy += 1
+                series.started += 1
+                if value is None:
                     continue
+                if value < 0.0:
+                    value = 0.0
+                hist = series.wait
+            else:
                 busy -= 1
-                index = outcome_index.get(result.outcome)
-                if index is not None:
-                    series.finished[index] += 1
-                    series.duration.add(result.duration)
-            for series in touched.values():
-                series.flush()
-            if busy:
-                self._busy.inc(busy)
+                index = outcome_index.get(outcome)
+                if index is None:
+                    continue
+                series.finished[index] += 1
+                hist = series.duration
+            bucket = bisect_left(hist.bounds, value)
+            counts = hist.pending
+            counts[bucket] = counts.get(bucket, 0) + 1
+            hist.total += value
+        for series in touched:
+            series.flush()
+        if busy:
+            self._busy.inc(busy)
+
+
+class Sent(Batch):
+    """The enqueue calls ended since the last hand-over: ``(enqueue, seconds, error)``.
+
+    Args:
+        metrics: the families ``enqueued`` (queue, task), ``enqueue_errors`` (queue,
+            error) and ``enqueue_duration`` (queue) of the registry.
+        bounds: the duration histogram's bucket bounds.
+    """
+
+    def __init__(self, metrics: Any, bounds: tuple[float, ...]) -> None:
+        super().__init__()
+        self._m, self._bounds = metrics, bounds
+        self._durations: dict[str, Hist] = {}
+        self._enqueued: dict[tuple[str, str], Any] = {}
+
+    def count(self, taken: list[Any]) -> None:
+        m = self._m
+        durations: dict[str, Hist] = {}
+        jobs: dict[tuple[str, str], int] = {}
+        for enqueue, seconds, error in taken:
+            queue = enqueue.queue
+            hist = self._durations.get(queue)
+            if hist is None:
+                child = m.enqueue_duration.labels(queue)
+                hist = self._durations[queue] = Hist(child, self._bounds)
+            durations[queue] = hist
+            _observe(hist, seconds)
+            if error is not None:
+                m.enqueue_errors.labels(queue, type(error).__name__).inc()
+                continue
+            for message in enqueue.messages:
+                key = (message.queue, message.task)
+                jobs[key] = jobs.get(key, 0) + 1
+        for hist in durations.values():
+            hist.flush()
+        for key, n in jobs.items():
+            counter = self._enqueued.get(key)
+            if counter is None:
+                counter = self._enqueued[key] = m.enqueued.labels(*key)
+            counter.inc(n)
 
 
 class Flusher:
     """A collector of no metrics, registered before the metrics of its registry: its
-    ``collect`` (the first of each scrape) hands over every ``Pending`` of them."""
+    ``collect`` (the first of each scrape) hands over every ``Batch`` of them."""
 
     def __init__(self) -> None:
-        self._pending: weakref.WeakSet[Pending] = weakref.WeakSet()
+        self._pending: weakref.WeakSet[Batch] = weakref.WeakSet()
 
-    def add(self, pending: Pending) -> None:
+    def add(self, pending: Batch) -> None:
         self._pending.add(pending)
 
     def describe(self) -> list[Any]:

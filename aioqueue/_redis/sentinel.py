@@ -62,7 +62,7 @@ def connect_sentinel(
     """A client of the service's current primary; no per-read socket timeout."""
     sentinels, service, options, sentinel_options = parse_sentinel_url(url)
     options.setdefault("socket_connect_timeout", connect_timeout)
-    manager = Sentinel(  # type: ignore[no-untyped-call]
+    manager = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
         sentinels,
         sentinel_kwargs={"socket_connect_timeout": connect_timeout, **sentinel_options},
     )

@@ -81,6 +81,11 @@ class OpenTelemetryMiddleware(Middleware):
                                    trace.ProxyTracerProvider)  # fmt: skip
         self._measuring = _Recording(meter_provider, metrics.get_meter_provider,
                                      _SILENT_METERS, _ProxyMeterProvider)  # fmt: skip
+        if self._tracing.known is False and self._measuring.known is False:
+            # both providers given (or set globally) and no-ops: they stay so, and the
+            # hooks, which would each return at once, are not called at all
+            for hook in _HOOKS:
+                setattr(self, hook, None)
 
     # ---- producer side
 
@@ -277,6 +282,7 @@ class OpenTelemetryMiddleware(Middleware):
 
 
 _SILENT = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_HOOKS = ("before_enqueue", "after_enqueue", "before_attempt", "after_attempt", "on_settled")
 _SILENT_METERS: tuple[type, ...] = (metrics.NoOpMeterProvider, _ProxyMeterProvider)
 _ABSENT = object()
 
@@ -291,6 +297,7 @@ class _Recording:
     def __init__(self, given: Any, current: Any, silent: tuple[type, ...], proxy: type) -> None:
         self._given, self._current, self._silent, self._proxy = given, current, silent, proxy
         self.known: bool | None = None
+        self()  # a provider given, or the global one already set, is known from here on
 
     def __call__(self) -> bool:
         known = self.known
