@@ -6,6 +6,7 @@ tests/test_prometheus_supervised.py."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import anyio
 import httpx
@@ -94,15 +95,24 @@ def test_enqueues_and_failed_enqueues_are_counted_per_queue() -> None:
     assert value(samples, "aioqueue_enqueue_duration_seconds_count", queue="q") == 3
 
 
+def _counted(
+    monkeypatch: pytest.MonkeyPatch, batch: Callable[[PrometheusMiddleware], batched.Batch]
+) -> tuple[CollectorRegistry, PrometheusMiddleware, list[int]]:
+    """A middleware whose ``batch`` counts its hand-overs (one item each in the list);
+    no timer fires meanwhile."""
+    monkeypatch.setattr(batched, "FLUSH_EVERY", 3600.0)
+    registry = CollectorRegistry()
+    mw = PrometheusMiddleware(registry)
+    chosen, flushes = batch(mw), []
+    flush = chosen.flush
+    monkeypatch.setattr(chosen, "flush", lambda: (flushes.append(1), flush())[1])
+    return registry, mw, flushes
+
+
 async def test_a_workers_counts_are_handed_over_in_batches_and_a_scrape_reads_them_all(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(batched, "FLUSH_EVERY", 3600.0)  # no timer fires in this test
-    registry = CollectorRegistry()
-    mw = PrometheusMiddleware(registry)
-    pending, flushes = mw._pending, []
-    flush = pending.flush
-    monkeypatch.setattr(pending, "flush", lambda: (flushes.append(1), flush())[1])
+    registry, mw, flushes = _counted(monkeypatch, lambda mw: mw._pending)
     for i in range(100):  # a hundred event-loop passes of one no-op job each
         attempt = _attempt("t", job_id=f"j{i}")
         mw.before_attempt(attempt)
@@ -123,12 +133,7 @@ async def test_a_workers_counts_are_handed_over_in_batches_and_a_scrape_reads_th
 async def test_a_producers_counts_are_handed_over_in_batches_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(batched, "FLUSH_EVERY", 3600.0)  # no timer fires in this test
-    registry = CollectorRegistry()
-    mw = PrometheusMiddleware(registry)
-    sent, flushes = mw._sent, []
-    flush = sent.flush
-    monkeypatch.setattr(sent, "flush", lambda: (flushes.append(1), flush())[1])
+    registry, mw, flushes = _counted(monkeypatch, lambda mw: mw._sent)
     for i in range(100):  # a hundred awaited enqueues, one per event-loop pass
         call = Enqueue([Message("q", "t", f"id{i}", {}, 0.0)], False, time.perf_counter())
         mw.after_enqueue(call, ConnectionError("gone") if i % 10 == 0 else None)
