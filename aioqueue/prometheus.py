@@ -221,7 +221,15 @@ class PrometheusMiddleware(Middleware):
     def after_enqueue(self, enqueue: Enqueue, error: BaseException | None) -> None:
         """Counts the call's duration, then each job enqueued, or the error by its type
         (handed over in batches, as the attempts' counts)."""
-        self._sent.items.append((enqueue, time.perf_counter() - enqueue.started, error))
+        seconds = time.perf_counter() - enqueue.started
+        messages, items = enqueue.messages, self._sent.items
+        failed = None if error is None else type(error).__name__
+        if enqueue.many or failed is not None:
+            items.append((enqueue.queue, seconds, failed, None))
+            if failed is None:
+                items.extend((message.queue, None, None, message.task) for message in messages)
+        else:
+            items.append((messages[0].queue, seconds, None, messages[0].task))
         if not self._sent.scheduled:
             self._sent.schedule()
 

@@ -89,10 +89,14 @@ def test_enqueues_and_failed_enqueues_are_counted_per_queue() -> None:
     mw.after_enqueue(Enqueue([Message("q", "u", "x", {}, 0.0)], False, time.perf_counter()), None)
     failed = Enqueue([Message("q", "t", "y", {}, 0.0)], False, time.perf_counter())
     mw.after_enqueue(failed, ConnectionError("gone"))
+    many_failed = Enqueue([Message("q", "t", f"z{i}", {}, 0.0) for i in range(2)], True, 0.0)
+    mw.after_enqueue(many_failed, TimeoutError())
     samples = parse(generate_latest(registry).decode())
     assert by(samples, "aioqueue_jobs_enqueued_total", "task") == {"t": 3, "u": 1}
-    assert by(samples, "aioqueue_enqueue_errors_total", "error") == {"ConnectionError": 1}
-    assert value(samples, "aioqueue_enqueue_duration_seconds_count", queue="q") == 3
+    # an error once per call, whatever it held
+    errors = by(samples, "aioqueue_enqueue_errors_total", "error")
+    assert errors == {"ConnectionError": 1, "TimeoutError": 1}
+    assert value(samples, "aioqueue_enqueue_duration_seconds_count", queue="q") == 4
 
 
 def _counted(

@@ -59,7 +59,7 @@ class ProducerHooks:
     async def enqueue(self, queue: Sender, task: Task[Any, Any], call: Call) -> Job[Any]:
         message = _message(task, queue.name)
         enqueue = Enqueue([message], False, time.perf_counter())
-        if (rest := start(self.before, enqueue)) is not None:
+        if self.before and (rest := start(self.before, enqueue)) is not None:
             await rest
         try:
             _, args, kwargs = call
@@ -68,14 +68,14 @@ class ProducerHooks:
         except BaseException as exc:
             await self._after(enqueue, exc)
             raise
-        if (rest := start(self.after, enqueue, None)) is not None:
+        if self.after and (rest := start(self.after, enqueue, None)) is not None:
             await rest
         return Job(queue, name, wire[0], created)  # type: ignore[arg-type]
 
     async def enqueue_many(self, queue: Sender, calls: Sequence[Call]) -> list[Job[Any]]:
         messages = [_message(task, queue.name) for task, _, _ in calls]
         enqueue = Enqueue(messages, True, time.perf_counter())
-        if (rest := start(self.before, enqueue)) is not None:
+        if self.before and (rest := start(self.before, enqueue)) is not None:
             await rest
         try:
             encoded = [
@@ -86,7 +86,7 @@ class ProducerHooks:
         except BaseException as exc:
             await self._after(enqueue, exc)
             raise
-        if (rest := start(self.after, enqueue, None)) is not None:
+        if self.after and (rest := start(self.after, enqueue, None)) is not None:
             await rest
         return jobs
 

@@ -131,13 +131,6 @@ class Batch:
         raise NotImplementedError
 
 
-def _observe(hist: Hist, value: float) -> None:
-    # for the producer's few values per call; the attempts' loop inlines it
-    bucket = bisect_left(hist.bounds, value)
-    hist.pending[bucket] = hist.pending.get(bucket, 0) + 1
-    hist.total += value
-
-
 class Pending(Batch):
     """The attempts begun and ended since the last hand-over: ``(queue, task, None,
     wait)`` when one began (wait: seconds, or None when not known), ``(queue, task,
@@ -201,7 +194,11 @@ class Pending(Batch):
 
 
 class Sent(Batch):
-    """The enqueue calls ended since the last hand-over: ``(enqueue, seconds, error)``.
+    """The enqueue calls ended since the last hand-over, as ``(queue, seconds, error,
+    task)`` items: a call's duration (and the type name of its error, or None) in
+    ``seconds``, a job stored in ``task``; the other field None. A call of one job is one
+    item: strings and floats only, so that nothing of the call is held until the
+    hand-over.
 
     Args:
         metrics: the families ``enqueued`` (queue, task), ``enqueue_errors`` (queue,
@@ -216,25 +213,31 @@ class Sent(Batch):
         self._enqueued: dict[tuple[str, str], Any] = {}
 
     def count(self, taken: list[Any]) -> None:
-        m = self._m
-        durations: dict[str, Hist] = {}
+        m, known = self._m, self._durations
+        touched: set[Hist] = set()
         jobs: dict[tuple[str, str], int] = {}
-        for enqueue, seconds, error in taken:
-            queue = enqueue.queue
-            hist = self._durations.get(queue)
-            if hist is None:
-                child = m.enqueue_duration.labels(queue)
-                hist = self._durations[queue] = Hist(child, self._bounds)
-            durations[queue] = hist
-            _observe(hist, seconds)
-            if error is not None:
-                m.enqueue_errors.labels(queue, type(error).__name__).inc()
-                continue
-            for message in enqueue.messages:
-                key = (message.queue, message.task)
+        errors: dict[tuple[str, str], int] = {}
+        for queue, seconds, error, task in taken:
+            if task is not None:
+                key = (queue, task)
                 jobs[key] = jobs.get(key, 0) + 1
-        for hist in durations.values():
+            if seconds is None:
+                continue
+            hist = known.get(queue)
+            if hist is None:
+                hist = known[queue] = Hist(m.enqueue_duration.labels(queue), self._bounds)
+            touched.add(hist)
+            bucket = bisect_left(hist.bounds, seconds)
+            counts = hist.pending
+            counts[bucket] = counts.get(bucket, 0) + 1
+            hist.total += seconds
+            if error is not None:
+                key = (queue, error)
+                errors[key] = errors.get(key, 0) + 1
+        for hist in touched:
             hist.flush()
+        for key, n in errors.items():
+            m.enqueue_errors.labels(*key).inc(n)
         for key, n in jobs.items():
             counter = self._enqueued.get(key)
             if counter is None:
