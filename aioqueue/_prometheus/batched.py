@@ -40,6 +40,11 @@ class Hist:
         self.pending: dict[int, int] = {}
         self.total = 0.0
 
+    def add(self, value: float) -> None:
+        bucket = bisect_left(self.bounds, value)
+        self.pending[bucket] = self.pending.get(bucket, 0) + 1
+        self.total += value
+
     def flush(self) -> None:
         if self.pending:
             buckets = self.child._buckets  # prometheus_client's per-bucket values, +Inf last
@@ -158,8 +163,7 @@ class Pending(Batch):
 
     def count(self, taken: list[Any]) -> None:
         # per item, this loop is all the counting a job costs: kept to dict and list
-        # operations (the histograms' add inlined), no Python call while the series is
-        # known
+        # operations (Hist.add inlined), no Python call while the series is known
         series_of, outcome_index, known = self._series_of, self._outcome_index, self._known
         touched: set[Series] = set()
         busy = 0
@@ -227,10 +231,7 @@ class Sent(Batch):
             if hist is None:
                 hist = known[queue] = Hist(m.enqueue_duration.labels(queue), self._bounds)
             touched.add(hist)
-            bucket = bisect_left(hist.bounds, seconds)
-            counts = hist.pending
-            counts[bucket] = counts.get(bucket, 0) + 1
-            hist.total += seconds
+            hist.add(seconds)
             if error is not None:
                 key = (queue, error)
                 errors[key] = errors.get(key, 0) + 1

@@ -22,6 +22,7 @@ from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
 from aioqueue import __version__
+from aioqueue._hooks import HOOK_NAMES
 from aioqueue.middleware import Attempt, AttemptResult, Enqueue, Message, Middleware
 from aioqueue.otel import _names as n
 from aioqueue.otel._metrics import Instruments
@@ -84,7 +85,7 @@ class OpenTelemetryMiddleware(Middleware):
         if self._tracing.known is False and self._measuring.known is False:
             # both providers given (or set globally) and no-ops: they stay so, and the
             # hooks, which would each return at once, are not called at all
-            for hook in _HOOKS:
+            for hook in HOOK_NAMES:
                 setattr(self, hook, None)
 
     # ---- producer side
@@ -282,7 +283,6 @@ class OpenTelemetryMiddleware(Middleware):
 
 
 _SILENT = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-_HOOKS = ("before_enqueue", "after_enqueue", "before_attempt", "after_attempt", "on_settled")
 _SILENT_METERS: tuple[type, ...] = (metrics.NoOpMeterProvider, _ProxyMeterProvider)
 _ABSENT = object()
 
