@@ -397,24 +397,32 @@ async def stalls_its_loop() -> str:
 def reap_when_expired(url: str, queue_name: str, job_id: str) -> None:
     """In a thread (the test's loop is stalled): once the job's lease is past by Redis's
     clock, runs another worker's heartbeat, which reaps expired leases."""
+    # this test's events, taken now: the next parametrisation puts new ones in `shared`
+    stalled, reaped = shared["stalled"], shared["reaped"]
 
     async def reap() -> None:
         client = aioredis.from_url(url)
         try:
-            while True:
-                deadline = await client.zscore(QueueKeys(queue_name).active, job_id)
-                if deadline is not None and await redis_ms(client) > deadline:
-                    break
-                await anyio.sleep(0.02)  # state only Redis holds: its clock
-            await Scripts(client).heartbeat(queue_name, "reaper", 30_000, b"{}", 60_000, [])
+            # until the test ends (it sets `reaped` whatever happened), and 60 s at most:
+            # a job settled by another path must not leave this thread polling Redis
+            # into the tests that follow
+            with anyio.move_on_after(60):
+                while not reaped.is_set():
+                    deadline = await client.zscore(QueueKeys(queue_name).active, job_id)
+                    if deadline is not None and await redis_ms(client) > deadline:
+                        await Scripts(client).heartbeat(
+                            queue_name, "reaper", 30_000, b"{}", 60_000, []
+                        )
+                        return
+                    await anyio.sleep(0.02)  # state only Redis holds: its clock
         finally:
             await client.aclose()
 
-    assert shared["stalled"].wait(30)
+    assert stalled.wait(30)
     try:
         anyio.run(reap)
     finally:
-        shared["reaped"].set()
+        reaped.set()
 
 
 async def test_a_worker_handed_its_own_job_again_keeps_both_deliveries_apart(
